@@ -85,7 +85,12 @@ class _ServiceClient:
                     method, url, content=content, headers=all_headers, timeout=request_timeout
                 )
                 break
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,  # the aiohttp transport reports "connection refused" so
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+            ) as e:
                 # Nothing reached the handler (connect) or the connection dropped; inserts are
                 # atomic on the server, so a retry cannot store an item twice unless the first
                 # attempt had already been applied, which a dropped answer cannot tell us.

@@ -11,6 +11,7 @@ Decoding returns read-only arrays that view the payload bytes.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -27,6 +28,7 @@ ALLOWED_KINDS = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)
 MAX_NDIM = 32
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None)})
 
 
 def check_dtype(dtype_str: str) -> np.dtype:
@@ -75,6 +77,9 @@ def _encode_into(obj: Any, out: list[Any]) -> None:
             out.append(_packer.pack(key))
             _encode_into(value, out)
     elif isinstance(obj, list | tuple):
+        if _PLAIN.issuperset(map(type, obj)):
+            out.append(_packer.pack(obj))  # e.g. keys or priorities: one C call, not one per item
+            return
         out.append(_packer.pack_array_header(len(obj)))
         for value in obj:
             _encode_into(value, out)
@@ -110,7 +115,7 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
         raise DecodeError(f"array shape must be a list of non-negative ints, got {shape!r}")
     if not isinstance(data, bytes):
         raise DecodeError("array data must be MessagePack bin bytes")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise DecodeError(
             f"array data has {len(data)} bytes but dtype {dtype_str} and shape {shape} need {expected}"

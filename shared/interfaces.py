@@ -59,20 +59,28 @@ class Actor(Protocol):
 
 
 class Adder(Protocol):
-    """Turns a stream of steps into replay items (n-step transitions, sequences, episodes)."""
+    """Turns a stream of batched steps into replay items (n-step transitions, sequences, ...).
 
-    def add_first(self, observation: np.ndarray) -> None: ...
+    Arrays have a leading (num_envs,) axis. When envs end an episode (gymnasium's ``terminated``:
+    no bootstrap; ``truncated``: bootstrap from the final observation), ``add`` gets their final
+    observations and ``add_first(reset_observations, envs=ended)`` starts their next episodes.
+    """
+
+    def add_first(self, observation: np.ndarray, *, envs: np.ndarray | None = None) -> None: ...
 
     def add(
         self,
         action: np.ndarray,
         reward: np.ndarray,
-        discount: np.ndarray,
         next_observation: np.ndarray,
         *,
         terminated: np.ndarray,
         truncated: np.ndarray,
     ) -> None: ...
+
+    def flush(self) -> None:
+        """Hands over the items already formed (before shutting down)."""
+        ...
 
     def reset(self) -> None: ...
 

@@ -36,8 +36,28 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.replay.config import TableConfig
+from shared.errors import InvalidRequest
+from shared.nest import path_str
 
 Columns = dict[tuple[str | int, ...], np.ndarray]  # leaf path -> (batch, *leaf_shape) array
+Signature = Mapping[tuple[str | int, ...], tuple[np.dtype, tuple[int, ...]]]
+
+
+def check_columns(columns: Columns, signature: Signature) -> None:
+    """Raises ``InvalidRequest`` unless ``columns`` have exactly the leaves, dtypes and per-item
+    shapes of ``signature``."""
+    if columns.keys() != signature.keys():
+        raise InvalidRequest(
+            f"item leaves {sorted(map(path_str, columns))} do not match the table's signature"
+            f" {sorted(map(path_str, signature))}"
+        )
+    for path, column in columns.items():
+        dtype, shape = signature[path]
+        if column.dtype != dtype or column.shape[1:] != shape:
+            raise InvalidRequest(
+                f"leaf {path_str(path)} is {column.dtype.str} {list(column.shape[1:])} per item;"
+                f" the table's signature says {dtype.str} {list(shape)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,9 +112,7 @@ class TableStore(Protocol):
 
     async def table_names(self) -> list[str]: ...
 
-    async def signature(
-        self, name: str
-    ) -> Mapping[tuple[str | int, ...], tuple[np.dtype, tuple[int, ...]]] | None:
+    async def signature(self, name: str) -> Signature | None:
         """The fixed signature as ``{path: (dtype, shape)}``, or None before the first insert of a
         table without a configured one."""
         ...
@@ -106,7 +124,9 @@ class TableStore(Protocol):
 
         ``columns`` were validated against the signature by the caller (or, for the first insert of
         an unsigned table, define it; ``template`` is the nest structure with the leaves replaced by
-        ``{"dtype", "shape"}`` specs, stored so samples can be rebuilt as nests).
+        ``{"dtype", "shape"}`` specs, stored so samples can be rebuilt as nests). The store checks
+        them again, atomically, with ``check_columns`` (a concurrent first insert or a reset may
+        have fixed another signature since) and raises ``InvalidRequest`` on a mismatch.
         """
         ...
 

@@ -1,0 +1,382 @@
+"""The actor: reads the experiment from the learner, then acts until told to stop.
+
+Threads and tasks (all owned by ``ActorRuntime``)::
+
+    acting thread   ActingLoop.run: policy -> env.step -> adder, as fast as it can
+    event loop      InsertWriter senders (adder requests -> replay), VariableClient (params),
+                    the reporter (steps and episodes -> learner every REPORT_EVERY_S)
+
+The acting thread never waits on the network, except through the writer's bounded queue
+(back-pressure from replay) and for the very first parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+from services.actor import environment
+from services.actor.adders import NStepTransitionAdder
+from services.actor.settings import ActorSettings
+from services.actor.variable_client import VariableClient
+from services.actor.writer import InsertWriter
+from shared.agents.dqn import DQNConfig, make_network, make_policy
+from shared.clients import LearnerClient, ReplayClient, make_http_client
+from shared.errors import ConnectionFailed, ServiceUnavailable
+from shared.interfaces import Adder
+
+log = logging.getLogger(__name__)
+
+EPSILON_REFRESH_STEPS = 256
+
+StepPolicy = Callable[[Any, np.ndarray, np.ndarray, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def make_step_policy(policy: Callable[..., jax.Array]) -> StepPolicy:
+    """``(params, obs, epsilons, key) -> (actions, next_key)`` in one jitted call."""
+
+    @jax.jit
+    def step_policy(params, observations, epsilons, key):
+        key, policy_key = jax.random.split(key)
+        return policy(params, observations, epsilons, policy_key), key
+
+    return step_policy
+
+
+class ActingLoop:
+    """Steps ``env`` with the batched policy and feeds the adder; ``run`` is the thread body."""
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        policy: StepPolicy,
+        variables: VariableClient,
+        adder: Adder | None,
+        epsilons: Callable[[int], np.ndarray],
+        *,
+        seed: int,
+    ) -> None:
+        self._env = env
+        self._policy = policy
+        self._variables = variables
+        self._adder = adder
+        self._epsilons = epsilons
+        self._seed = seed
+        self._stop = threading.Event()
+        self.steps = 0  # env steps, all envs counted
+        self.episodes = 0
+        self.finished: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
+        self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
+
+    @property
+    def pending_items(self) -> int:
+        """Items formed by the adder but not yet handed to the writer."""
+        return int(getattr(self._adder, "pending", 0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        num_envs = self._env.num_envs
+        observation, _ = self._env.reset(seed=self._seed)
+        if self._adder is not None:
+            self._adder.add_first(observation)
+        key = jax.random.PRNGKey(self._seed)
+        returns = np.zeros(num_envs, np.float64)
+        lengths = np.zeros(num_envs, np.int64)
+        while not self._stop.is_set():
+            epsilons = self._epsilons(self.steps)  # (num_envs,)
+            actions, key = self._policy(self._variables.params, observation, epsilons, key)
+            actions = np.asarray(actions)  # (num_envs,) int32
+            step = environment.step(self._env, actions)
+            if self._adder is not None:
+                self._adder.add(
+                    actions,
+                    step.reward,
+                    step.final_observation,
+                    terminated=step.terminated,
+                    truncated=step.truncated,
+                )
+            returns += step.reward
+            lengths += 1
+            done = step.done
+            if done.any():
+                for b in np.flatnonzero(done):
+                    self.finished.append({"return": float(returns[b]), "length": int(lengths[b])})
+                    self.recent_returns.append(float(returns[b]))
+                returns[done] = 0.0
+                lengths[done] = 0
+                self.episodes += int(done.sum())
+                if self._adder is not None:
+                    self._adder.add_first(step.observation, envs=done)
+            observation = step.observation
+            self.steps += num_envs
+            self._variables.update(self.steps)
+        if self._adder is not None:
+            self._adder.flush()
+
+
+def actor_seed(settings: ActorSettings, experiment_seed: int) -> int:
+    """SEED, or one derived from the experiment's seed, ACTOR_ID and ACTOR_INDEX."""
+    if settings.seed is not None:
+        return settings.seed
+    entropy = [experiment_seed, zlib.crc32(settings.actor_id.encode()), settings.actor_index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+class ActorRuntime:
+    """Builds the actor from the learner's ``GET /config`` and runs it; ``stop`` shuts down."""
+
+    def __init__(self, settings: ActorSettings) -> None:
+        self.settings = settings
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.env_id: str | None = None
+        self.num_envs: int | None = None
+        self.seed: int | None = None
+        self.steps_per_s = 0.0
+        self.acting: ActingLoop | None = None
+        self.writer: InsertWriter | None = None
+        self.variables: VariableClient | None = None
+        self._learner_http = make_http_client(settings.learner_url, token=settings.token)
+        self._replay_http = make_http_client(settings.replay_url, token=settings.token)
+        self.learner = LearnerClient(self._learner_http)
+        self.replay = ReplayClient(self._replay_http)
+        self._env: gym.vector.VectorEnv | None = None
+        self._thread: asyncio.Future[None] | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
+        self._unreported: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
+        self._reported_steps = 0
+        self._stopping = asyncio.Event()
+
+    @property
+    def evaluation(self) -> bool:
+        return self.settings.role == "evaluator"
+
+    def start(self) -> None:
+        self._run_task = asyncio.create_task(self._run(), name="actor")
+
+    async def _run(self) -> None:
+        try:
+            await self._start_acting()
+            self.state = "acting"
+            await asyncio.shield(self._thread)
+            self.state = "stopped"
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.state = "failed"
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.exception("the actor failed")
+
+    async def _start_acting(self) -> None:
+        experiment = await self._read_experiment()
+        if experiment.get("agent") != "dqn":
+            raise ValueError(f"agent {experiment.get('agent')!r} is not supported (only 'dqn')")
+        config = DQNConfig.from_dict(experiment.get("agent_config") or {})
+        self.env_id = str(experiment["env_id"])
+        self.num_envs = self.settings.num_envs or config.num_envs
+        self.seed = actor_seed(self.settings, int(experiment.get("seed") or 0))
+        self._env = env = environment.make_vector_env(self.env_id, self.num_envs)
+        obs_dim = int(env.single_observation_space.shape[0])
+        network = make_network(config, int(env.single_action_space.n))
+        policy = make_step_policy(make_policy(network))
+
+        self.variables = VariableClient(self.learner, update_period=config.variable_update_period)
+        self.state = "waiting_for_params"
+        await self.variables.wait_first()
+        self.variables.start()
+
+        adder = None
+        if not self.evaluation:
+            self.writer = InsertWriter(
+                self.replay,
+                config.table_name,
+                table_config=(experiment.get("tables") or {}).get(config.table_name)
+                or config.replay_table_config(obs_dim),
+                max_pending=self.settings.max_pending_requests,
+                concurrency=self.settings.concurrent_inserts,
+                timeout_s=self.settings.insert_timeout_s,
+            )
+            self.writer.start()
+            adder = NStepTransitionAdder(
+                self.writer.put,
+                num_envs=self.num_envs,
+                n_step=config.n_step,
+                discount=config.discount,
+                batch_size=config.insert_batch_size,
+            )
+        self.acting = ActingLoop(
+            env, policy, self.variables, adder, self._epsilon_fn(config), seed=self.seed
+        )
+        self._reporter = asyncio.create_task(self._report_forever(), name="reporter")
+        log.info(
+            "acting in %d x %s (seed %d, role %s, params version %s)",
+            self.num_envs,
+            self.env_id,
+            self.seed,
+            self.settings.role,
+            self.variables.version,
+        )
+        self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
+
+    def _epsilon_fn(self, config: DQNConfig) -> Callable[[int], np.ndarray]:
+        num_envs = self.num_envs
+        if self.evaluation:
+            fixed = np.full(num_envs, config.evaluation_epsilon, np.float32)
+            return lambda step: fixed
+        # Every env is one Ape-X "actor": index actor_index * num_envs + e of the whole fleet.
+        # Epsilons change slowly: they are recomputed every EPSILON_REFRESH_STEPS env steps.
+        first = self.settings.actor_index * num_envs
+        total = self.settings.num_actors * num_envs
+        cache: dict[str, Any] = {"until": -1, "value": None}
+
+        def epsilons(step: int) -> np.ndarray:
+            if step >= cache["until"]:
+                cache["value"] = np.array(
+                    [config.epsilon(first + e, total, step) for e in range(num_envs)], np.float32
+                )
+                cache["until"] = step + EPSILON_REFRESH_STEPS
+            return cache["value"]
+
+        return epsilons
+
+    async def _read_experiment(self) -> dict[str, Any]:
+        self.state = "waiting_for_learner"
+        delay = 0.5
+        while True:
+            try:
+                experiment = await self.learner.config()
+                self.last_error = None
+                log.info("experiment from %s: %s", self.settings.learner_url, experiment)
+                return experiment
+            except (ConnectionFailed, ServiceUnavailable) as e:
+                self.last_error = f"config: {e}"
+                log.info("waiting for the learner at %s: %s", self.settings.learner_url, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _report_forever(self) -> None:
+        last_steps, last_time = 0, time.monotonic()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.report_every_s):
+                    await self._stopping.wait()
+            now = time.monotonic()
+            steps = self.acting.steps
+            self.steps_per_s = (steps - last_steps) / max(now - last_time, 1e-9)
+            last_steps, last_time = steps, now
+            await self._report()
+        await self._report()  # the last one, after acting stopped
+
+    async def _report(self) -> None:
+        """Posts the steps and episodes since the last report; keeps them if the learner is down."""
+        if self.acting is None:
+            return
+        steps = self.acting.steps
+        while self.acting.finished:
+            self._unreported.append(self.acting.finished.popleft())
+        if steps == self._reported_steps and not self._unreported:
+            return
+        episodes = list(self._unreported)
+        try:
+            await self.learner.report_episodes(
+                actor_id=self.settings.actor_id,
+                steps=steps - self._reported_steps,
+                episodes=episodes,
+                evaluation=self.evaluation,
+            )
+        except (ConnectionFailed, ServiceUnavailable) as e:
+            self.last_error = f"report: {e}"
+            log.warning("could not report to the learner (kept for later): %s", e)
+            return
+        self._reported_steps = steps
+        for _ in episodes:
+            self._unreported.popleft()
+
+    async def stop(self) -> None:
+        """Stops acting, flushes pending items to replay, reports a last time, closes all."""
+        if self.state not in ("failed",):
+            self.state = "stopping"
+        if self.acting is not None:
+            self.acting.stop()
+        if self._thread is not None:
+            grace = self.settings.shutdown_flush_s
+            done, _ = await asyncio.wait([self._thread], timeout=grace)
+            if not done and self.writer is not None:
+                await self.writer.aclose()  # unblocks a put waiting for a full queue
+            await asyncio.wait([self._thread], timeout=grace)
+        if self._run_task is not None:
+            self._run_task.cancel()
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        if self.writer is not None:
+            await self.writer.drain(self.settings.shutdown_flush_s)
+        if self._reporter is not None:
+            self._stopping.set()  # the reporter finishes its request, then reports a last time
+            done, _ = await asyncio.wait([self._reporter], timeout=10.0)
+            if not done:
+                log.warning("shutdown: the last report to the learner timed out")
+                self._reporter.cancel()
+                await asyncio.gather(self._reporter, return_exceptions=True)
+        if self.variables is not None:
+            await self.variables.aclose()
+        if self._env is not None:
+            self._env.close()
+        await self._learner_http.aclose()
+        await self._replay_http.aclose()
+        status = self.status()
+        log.info(
+            "stopped after %d steps and %d episodes: %d items stored, %d dropped",
+            status["steps"],
+            status["episodes"],
+            status["inserted_items"],
+            status["dropped_items"],
+        )
+
+    def status(self) -> dict[str, Any]:
+        acting, writer, variables = self.acting, self.writer, self.variables
+        recent = list(acting.recent_returns) if acting else []
+        errors = [
+            e
+            for e in (
+                self.last_error,
+                writer and writer.last_error,
+                variables and variables.last_error,
+            )
+            if e
+        ]
+        return {
+            "actor_id": self.settings.actor_id,
+            "role": self.settings.role,
+            "state": self.state,
+            "env_id": self.env_id,
+            "num_envs": self.num_envs,
+            "seed": self.seed,
+            "steps": acting.steps if acting else 0,
+            "episodes": acting.episodes if acting else 0,
+            "steps_per_s": round(self.steps_per_s, 1),
+            "return_mean_100": float(np.mean(recent)) if recent else None,
+            "param_version": variables.version if variables else None,
+            "params_fetched": variables.fetched if variables else 0,
+            "params_not_modified": variables.not_modified if variables else 0,
+            "inserted_items": writer.inserted_items if writer else 0,
+            "pending_items": (writer.pending_items if writer else 0)
+            + (acting.pending_items if acting else 0),
+            "rate_limited": writer.rate_limited if writer else 0,
+            "insert_retries": writer.retries if writer else 0,
+            "dropped_items": writer.dropped_items if writer else 0,
+            "unreported_episodes": len(self._unreported),
+            "last_error": errors[0] if errors else None,
+        }

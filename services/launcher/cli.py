@@ -1,0 +1,164 @@
+"""``rlfleet``: run the whole system locally, look at a service, evaluate a checkpoint.
+
+rlfleet run --actors 2 --until-return 475      # DQN on CartPole-v1 until solved
+rlfleet status http://127.0.0.1:8001           # a service's /status
+rlfleet eval runs/<name>/checkpoints/ckpt-000000012000.msgpack --episodes 10
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def _process_start() -> float:
+    """``time.monotonic()`` at this process's start (interpreter start-up included) on Linux,
+    else now: "wall seconds from the command's start" are counted from here."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return now
+    age_s = uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")
+    return now - age_s if 0.0 <= age_s < 60.0 else now
+
+
+STARTED_AT = _process_start()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"learning_rate\": 3e-4}'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlfleet",
+        description="rlfleet: run the whole system locally, look at a service, evaluate a checkpoint.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="start replay, learner, actors and an evaluator locally and train",
+        description="Start replay, learner, N actors and an evaluator as local processes, show"
+        " their progress and stop on a target return, a step or time limit, or Ctrl-C.",
+    )
+    run.add_argument("--name", help="run folder name under --runs-dir (default: a timestamp)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
+    run.add_argument("--actors", type=_positive_int, default=2, help="training actors (default 2)")
+    run.add_argument(
+        "--num-envs", type=_positive_int, help="vector envs per actor (default: the agent config's)"
+    )
+    run.add_argument(
+        "--until-return", type=float, metavar="R", help="stop once return_mean_100 >= R"
+    )
+    run.add_argument("--max-steps", type=_positive_int, metavar="S", help="stop after S env steps")
+    run.add_argument("--max-seconds", type=float, metavar="T", help="stop after T seconds")
+    run.add_argument("--redis-url", help="replay stores items in this Redis (default: memory)")
+    run.add_argument("--seed", type=int, default=0, help="default 0")
+    run.add_argument("--env-id", default="CartPole-v1", help="gymnasium id (default CartPole-v1)")
+    run.add_argument(
+        "--agent-config",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="overrides of the agent's config, e.g. '{\"learning_rate\": 3e-4}'",
+    )
+    run.add_argument("--no-evaluator", dest="evaluator", action="store_false")
+    run.add_argument(
+        "--checkpoint-every", type=float, metavar="SECONDS", help="(default: the learner's)"
+    )
+    run.add_argument(
+        "--grace-seconds", type=float, default=10.0, help="SIGTERM to SIGKILL (default 10)"
+    )
+    run.add_argument("--log-level", default="info", help="of the services (default info)")
+
+    status = sub.add_parser("status", help="print a service's /status")
+    status.add_argument("url", help="e.g. http://127.0.0.1:8001")
+    status.add_argument("--json", action="store_true", help="raw JSON instead of a table")
+
+    ev = sub.add_parser("eval", help="greedy episodes of a learner checkpoint")
+    ev.add_argument("checkpoint", type=Path, help="a ckpt-*.msgpack file or a CHECKPOINT_DIR")
+    ev.add_argument("--episodes", type=_positive_int, default=10, help="default 10")
+    ev.add_argument("--env-id", help="default: the checkpoint's")
+    ev.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    token = os.environ.get("RLFLEET_TOKEN") or None
+    if args.command == "run":
+        return _run(args, console, token)
+    if args.command == "status":
+        from services.launcher.status import print_status
+
+        return print_status(args.url, console=console, token=token, raw=args.json)
+    from services.launcher.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(
+        args.checkpoint,
+        episodes=args.episodes,
+        env_id=args.env_id,
+        seed=args.seed,
+        console=console,
+    )
+
+
+def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
+    from services.launcher.run import Run, RunOptions
+
+    name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    opts = RunOptions(
+        name=name,
+        runs_dir=args.runs_dir,
+        actors=args.actors,
+        num_envs=args.num_envs,
+        evaluator=args.evaluator,
+        until_return=args.until_return,
+        max_steps=args.max_steps,
+        max_seconds=args.max_seconds,
+        redis_url=args.redis_url,
+        seed=args.seed,
+        env_id=args.env_id,
+        agent_config=args.agent_config,
+        token=token,
+        checkpoint_every_s=args.checkpoint_every,
+        grace_s=args.grace_seconds,
+        log_level=args.log_level,
+    )
+    if opts.run_dir.exists() and any(opts.run_dir.iterdir()):
+        console.print(f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name")
+        return 2
+    return asyncio.run(Run(opts, started_at=STARTED_AT, console=console).execute())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""The learner's training loop: sample replay, update, publish, checkpoint.
+
+    event loop: PREFETCH sampler tasks --batches--> inbox --> update thread: sgd_step, back to back
+                          ^--- one slot per batch taken ---'      |--> every publish_every: new version
+                                                                  '--> priorities --> sender task
+
+Up to ``prefetch`` batches are requested or waiting while an update runs, so the HTTP round trip
+to replay overlaps the computation. The jitted update runs in one dedicated thread that takes
+the next batch as soon as it is done (never on the event loop; no loop -> thread -> loop hop per
+update). The thread is the only writer of the training state; ``_lock`` makes (state, steps,
+version) consistent for checkpoints. Parameters are encoded once per version, so ``GET /params``
+sends pre-built bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from services.learner.checkpoint import (
+    VERSION_LEASE,
+    Checkpointer,
+    check_compatible,
+    state_from_nest,
+    state_to_nest,
+)
+from services.learner.counters import EpisodeCounters
+from services.learner.logs import MetricsLogger, PrometheusMetrics
+from shared import codec
+from shared.clients import ReplayClient, SampleBatch
+from shared.errors import (
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
+
+log = logging.getLogger("rlfleet.learner")
+
+SAMPLE_TIMEOUT_S = 2.0  # one long-poll on the replay's rate limiter; then ask again
+REPORT_EVERY_S = 1.0
+RATE_WINDOW = 10  # updates_per_s is measured over the last RATE_WINDOW reports
+MAX_BACKOFF_S = 5.0
+PRIORITY_QUEUE = 64
+
+
+@dataclass(frozen=True)
+class Published:
+    """One parameter version, encoded once: the body of ``GET /params``."""
+
+    version: int
+    body: bytes
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+class LearnerLoop:
+    """Owns the training state; one instance per learner process."""
+
+    def __init__(
+        self,
+        *,
+        learner: Any,
+        state: Any,
+        agent: str,
+        env_id: str,
+        agent_config: Any,
+        tables: dict[str, dict[str, Any]],
+        replay: ReplayClient,
+        counters: EpisodeCounters,
+        metrics: PrometheusMetrics,
+        checkpointer: Checkpointer | None = None,
+        checkpoint_every_s: float = 30.0,
+        logger: MetricsLogger | None = None,
+        prefetch: int = 2,
+        batches_per_sample: int = 1,
+    ) -> None:
+        self.learner = learner
+        self.state = state
+        self.agent = agent
+        self.env_id = env_id
+        self.config = agent_config
+        self.tables = tables
+        self.table = agent_config.table_name
+        self.replay = replay
+        self.counters = counters
+        self.metrics = metrics
+        self.checkpointer = checkpointer
+        self.checkpoint_every_s = checkpoint_every_s
+        self.logger = logger
+        self.prefetch = prefetch
+        self.batches_per_sample = batches_per_sample
+
+        self.steps = int(jax.device_get(state.step))
+        self.version = 0
+        self._leased = 0
+        self.published: Published | None = None
+        self.phase = "starting"  # -> waiting_for_replay -> running -> stopped | failed
+        self.error: str | None = None
+        self.table_size: int | None = None
+        self.updates_per_s = 0.0
+        self.last_checkpoint: dict[str, Any] | None = None
+        self._rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW + 1)
+        self._sums: dict[str, float] = {}
+        self._sum_count = 0
+        self._priorities: asyncio.Queue[tuple[np.ndarray, np.ndarray]] = asyncio.Queue(
+            maxsize=PRIORITY_QUEUE
+        )
+        self._inbox: queue.SimpleQueue[SampleBatch] = queue.SimpleQueue()
+        self._slots = asyncio.Semaphore(prefetch)  # batches requested or waiting in the inbox
+        self._lock = threading.Lock()  # (state, steps, version, sums) change together
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._save_lock = asyncio.Lock()
+        self._saved_progress: tuple[int, ...] | None = None
+
+    # ---- start, resume, stop ------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Restores the newest checkpoint, if any; then publishes the current parameters."""
+        if self.checkpointer is not None:
+            self._leased = self.version = self.checkpointer.leased_version()
+            found = self.checkpointer.load_latest()
+            if found is not None:
+                path, ckpt = found
+                check_compatible(path, ckpt, agent=self.agent, env_id=self.env_id)
+                self.state = state_from_nest(self.state, ckpt["training_state"])
+                self.steps = int(ckpt["step"])
+                self.version = max(self.version, int(ckpt["param_version"]))
+                self.counters.restore(ckpt["counters"])
+                self.last_checkpoint = {"step": self.steps, "path": str(path)}
+                log.info("resumed from %s at step %d, version %d", path, self.steps, self.version)
+        self.published = self._publish_sync(self.state.params, self.version + 1)
+        self.version = self.published.version
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._train(), name="learner-train"),
+            asyncio.create_task(self._report_every(), name="learner-report"),
+        ]
+        if self.checkpointer is not None:
+            self._tasks.append(asyncio.create_task(self._checkpoint_every(), name="checkpoint"))
+        if self.config.prioritized:
+            self._tasks.append(asyncio.create_task(self._send_priorities(), name="priorities"))
+
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stops the samplers and the update thread, then writes the final checkpoint."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait_for(
+            asyncio.gather(*self._tasks, return_exceptions=True), timeout=timeout_s
+        )
+        self._tasks = []
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout_s)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the update thread did not stop within {timeout_s}s")
+        if self.phase != "failed":
+            self.phase = "stopped"
+        if self.checkpointer is not None:
+            await asyncio.wait_for(self.save_checkpoint(), timeout=timeout_s)
+
+    @property
+    def healthy(self) -> tuple[bool, str]:
+        if self.phase == "running":
+            return True, "ok"
+        if self.phase == "failed":
+            return False, f"the training loop failed: {self.error}"
+        return False, f"learner is {self.phase.replace('_', ' ')} ({self.replay.http.base_url})"
+
+    # ---- training ------------------------------------------------------------------------------
+
+    async def _train(self) -> None:
+        try:
+            await self._ensure_tables()
+            self._thread = threading.Thread(target=self._update_forever, name="learner-update")
+            self._thread.start()
+            await asyncio.gather(*(self._sample_forever() for _ in range(self.prefetch)))
+        except (Conflict, InvalidRequest) as e:
+            self._fail(f"replay refused the learner: {e.detail}")
+        except Exception as e:  # a bug: make it visible on /healthz rather than lose the task
+            log.exception("sampling failed")
+            self._fail(repr(e))
+
+    def _fail(self, error: str) -> None:
+        """Stops training for good (the process keeps serving; /healthz says why)."""
+        self.phase, self.error = "failed", error
+        self._stopping.set()
+        if self._tasks and self._tasks[0] is not asyncio.current_task():
+            self._tasks[0].cancel()  # the samplers
+        log.error("training stopped: %s", error)
+
+    async def _ensure_tables(self) -> None:
+        """Creates the tables (idempotent PUT), waiting with backoff until replay answers."""
+        self.phase = "waiting_for_replay"
+        delay = 0.1
+        for name, config in self.tables.items():
+            while True:
+                try:
+                    await self.replay.create_table(name, config)
+                    break
+                except (ConnectionFailed, ServiceUnavailable) as e:
+                    log.warning("replay not ready (%s); retrying in %.1fs", e, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_S)
+        self.phase = "running"
+
+    async def _sample(self) -> SampleBatch:
+        """One batch; waits through rate limiting and replay restarts (with backoff)."""
+        delay = 0.1
+        while True:
+            try:
+                batch = await self.replay.sample(
+                    self.table,
+                    self.config.batch_size * self.batches_per_sample,
+                    timeout_s=SAMPLE_TIMEOUT_S,
+                )
+            except RateLimited:
+                continue  # not enough data yet, or the sample/insert ratio holds us back
+            except NotFound:
+                log.warning("table %s is gone (replay restarted?); creating it again", self.table)
+                await self._ensure_tables()
+                continue
+            except (ConnectionFailed, ServiceUnavailable) as e:
+                self.phase = "waiting_for_replay"
+                log.warning("sampling failed (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            self.phase = "running"
+            self.table_size = batch.table_size
+            return batch
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await self._slots.acquire()  # released when the update thread takes a batch
+            self._inbox.put(await self._sample())
+
+    def _update_forever(self) -> None:
+        """The update thread: one update per batch, back to back while batches are there."""
+        assert self._loop is not None
+        waited = time.perf_counter()
+        while not self._stopping.is_set():
+            try:
+                sample = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.metrics.sample_wait_seconds.observe(time.perf_counter() - waited)
+            self._loop.call_soon_threadsafe(self._slots.release)
+            try:
+                self._update(sample)
+            except Exception as e:  # a bug or a diverged update: make it visible on /healthz
+                log.exception("update failed")
+                self._loop.call_soon_threadsafe(self._fail, repr(e))
+                return
+            waited = time.perf_counter()
+
+    def _update(self, sample: SampleBatch) -> None:
+        batch = dict(sample.data)
+        if self.config.prioritized:  # importance weights correct the non-uniform sampling
+            batch["probabilities"] = sample.probabilities.astype(np.float32)
+        k, every = self.batches_per_sample, self.config.publish_every
+        start = time.perf_counter()
+        state, metrics, priorities = run_updates(self.learner, self.state, batch, k)
+        self.metrics.sgd_step_seconds.observe((time.perf_counter() - start) / k)
+        published = None
+        if (self.steps + k) // every > self.steps // every:
+            published = self._publish_sync(state.params, self.version + 1)
+        with self._lock:
+            self.state, self.steps = state, self.steps + k
+            if published is not None:
+                self.version, self.published = published.version, published
+            for key, value in metrics.items():
+                self._sums[key] = self._sums.get(key, 0.0) + value
+            self._sum_count += 1
+        if self.config.prioritized:
+            self._loop.call_soon_threadsafe(self._queue_priorities, sample.keys, priorities)
+
+    def _queue_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
+        try:
+            self._priorities.put_nowait((keys, priorities))
+        except asyncio.QueueFull:  # the replay is slower than we are: drop, and count it
+            self.metrics.priority_update_failures.inc()
+
+    def _publish_sync(self, params: Any, version: int) -> Published:
+        if self.checkpointer is not None and version > self._leased:
+            self._leased = version + VERSION_LEASE
+            self.checkpointer.lease_versions(self._leased)
+        body = codec.encode({"version": version, "params": jax.device_get(params)})
+        return Published(version=version, body=body)
+
+    async def _send_priorities(self) -> None:
+        """Sends new priorities off the hot path; queued updates are merged into one request."""
+        while True:
+            keys, priorities = await self._priorities.get()
+            all_keys, all_priorities = [keys], [priorities]
+            while not self._priorities.empty():
+                keys, priorities = self._priorities.get_nowait()
+                all_keys.append(keys)
+                all_priorities.append(priorities)
+            try:
+                await self.replay.update_priorities(
+                    self.table,
+                    keys=np.concatenate(all_keys),
+                    priorities=np.concatenate(all_priorities),
+                )
+            except (ConnectionFailed, ServiceUnavailable, InvalidRequest, NotFound) as e:
+                self.metrics.priority_update_failures.inc(len(all_keys))
+                log.warning("priority update dropped: %s", e)
+
+    # ---- reporting and checkpoints ---------------------------------------------------------------
+
+    async def _report_every(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY_S)
+            self._report()
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        self._rate.append((now, self.steps))
+        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+        self.updates_per_s = (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+        if self.logger is None or self._sum_count == 0:
+            return
+        with self._lock:
+            row: dict[str, float | int | None] = {
+                k: v / self._sum_count for k, v in self._sums.items()
+            }
+            self._sums, self._sum_count = {}, 0
+        row.update(
+            updates_per_s=self.updates_per_s,
+            param_version=self.version,
+            actor_steps=self.counters.actor_steps,
+            episodes=self.counters.episodes,
+            return_mean_100=self.counters.return_mean_100,
+            eval_return_mean=self.counters.eval_return_mean,
+            table_size=self.table_size,
+        )
+        self.logger.write(self.steps, row)
+
+    async def _checkpoint_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_every_s)
+            await self.save_checkpoint()
+
+    async def save_checkpoint(self) -> None:
+        """Writes the current state (consistent: taken between two updates) to disk."""
+        assert self.checkpointer is not None
+        async with self._save_lock:
+            with self._lock:
+                state, step, version = self.state, self.steps, self.version
+            progress = (step, version, self.counters.actor_steps, self.counters.eval_episodes)
+            if progress == self._saved_progress:
+                return  # nothing new since the last checkpoint
+            snapshot = {
+                "agent": self.agent,
+                "env_id": self.env_id,
+                "agent_config": self.config.to_dict(),
+                "step": step,
+                "param_version": version,
+                "counters": self.counters.save(),
+            }
+            start = time.perf_counter()
+            path = await asyncio.to_thread(self._save_sync, snapshot, state)
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
+            self.last_checkpoint = {"step": step, "path": str(path)}
+            self._saved_progress = progress
+            log.info("checkpoint at step %d, version %d: %s", step, version, path)
+
+    def _save_sync(self, snapshot: dict[str, Any], state: Any) -> Any:
+        assert self.checkpointer is not None
+        return self.checkpointer.save({**snapshot, "training_state": state_to_nest(state)})
+
+    # ---- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "learner_steps": self.steps,
+            "param_version": self.version,
+            "updates_per_s": round(self.updates_per_s, 2),
+            "checkpoint": self.last_checkpoint,
+            "phase": self.phase,
+            "error": self.error,
+            "replay": {
+                "url": str(self.replay.http.base_url),
+                "table": self.table,
+                "table_size": self.table_size,
+            },
+        }
+
+    def refresh_metrics(self) -> None:
+        self.metrics.refresh(
+            learner_steps=self.steps,
+            param_version=self.version,
+            updates_per_s=self.updates_per_s,
+            actor_steps=self.counters.actor_steps,
+            episodes=self.counters.episodes,
+            return_mean_100=self.counters.return_mean_100,
+            eval_return_mean=self.counters.eval_return_mean,
+        )
+
+
+def run_updates(
+    learner: Any, state: Any, batch: dict[str, Any], num_batches: int = 1
+) -> tuple[Any, dict[str, float], np.ndarray]:
+    """``num_batches`` updates on ``batch`` (leading axis num_batches * batch_size), synchronously.
+
+    One batch goes through ``sgd_step``; several through ``sgd_steps`` (a ``lax.scan`` of the same
+    step: one dispatch). Returns the new state, the metrics as floats (means over the updates) and
+    the priorities (num_batches * batch_size,), in the order of the batch.
+    """
+    if num_batches == 1:
+        state, metrics, priorities = learner.sgd_step(state, batch)
+    else:
+        stacked = {k: v.reshape(num_batches, -1, *v.shape[1:]) for k, v in batch.items()}
+        state, metrics, priorities = learner.sgd_steps(state, stacked)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return state, metrics, np.asarray(priorities, dtype=np.float64).reshape(-1)

@@ -1,0 +1,169 @@
+"""The replay service's FastAPI app: ``create_app(settings)``; nothing is built at import time."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.replay import routes
+from services.replay.metrics import ReplayMetrics
+from services.replay.settings import Settings
+from services.replay.storage import make_store
+from services.replay.table import Tables
+from shared.errors import DecodeError, PayloadTooLarge, RateLimited, ServiceError
+
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = ReplayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = make_store(settings.redis_url, seed=settings.seed)
+        await store.open()
+        app.state.tables = Tables(store, metrics)
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="rlfleet replay",
+        description="Reverb-style replay tables over HTTP; see docs/replay.md.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.started = time.time()
+    app.state.backend = "redis" if settings.redis_url else "memory"
+    app.include_router(routes.router)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(DecodeError, _decode_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    if settings.redis_url:
+        import redis.exceptions
+
+        app.add_exception_handler(redis.exceptions.ConnectionError, _store_down)
+        app.add_exception_handler(redis.exceptions.TimeoutError, _store_down)
+    app.add_middleware(
+        Guard, token=settings.rlfleet_token, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    return app
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code or 500, headers=headers)
+
+
+async def _decode_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"malformed body: {exc}"}, status_code=422)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    reasons = "; ".join(
+        f"{'/'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()
+    )
+    return JSONResponse({"detail": reasons}, status_code=422)
+
+
+async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"the table store does not answer: {exc}"}, status_code=503)
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = JSONResponse({"detail": detail}).body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Pure ASGI middleware: bearer token, body size limit, request latency."""
+
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, max_body_bytes: int, metrics: ReplayMetrics
+    ) -> None:
+        self.app = app
+        self.token = f"Bearer {token}".encode() if token else None
+        self.max_body_bytes = max_body_bytes
+        self.latency = metrics.latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        authorization = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+        status = [500]
+        if (
+            self.token is not None
+            and scope["path"] not in OPEN_PATHS
+            and not (authorization and hmac.compare_digest(authorization, self.token))
+        ):
+            status[0] = 401
+            await _send_json(
+                send, 401, "missing or wrong token: send Authorization: Bearer <token>"
+            )
+        elif content_length is not None and int(content_length) > self.max_body_bytes:
+            status[0] = 413
+            await _send_json(send, 413, self._too_large(int(content_length)))
+        else:
+            await self.app(scope, self._limited(receive), self._recording(send, status))
+        route = scope.get("route")
+        self.latency.labels(
+            scope["method"], getattr(route, "path", "other"), str(status[0])
+        ).observe(time.perf_counter() - start)
+
+    def _too_large(self, size: int | str) -> str:
+        return f"body of {size} bytes is over the limit of {self.max_body_bytes} bytes (MAX_BODY_BYTES)"
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(self._too_large(f"more than {limit}"))
+            return message
+
+        return limited
+
+    @staticmethod
+    def _recording(send: Send, status: list[int]) -> Send:
+        async def recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        return recording

@@ -1,0 +1,165 @@
+"""Thin HTTP routes over ``services.replay.table.Tables`` (see CONTRACT.md and docs/replay.md).
+
+Bulk routes read the raw body and answer raw MessagePack (``shared.codec``): no pydantic on the
+hot path. Status and configuration are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from services.replay.config import TableConfig
+from services.replay.table import Tables
+from shared import codec
+from shared.errors import InvalidRequest
+
+router = APIRouter()
+TableName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+
+_MSGPACK_BODY = {
+    "requestBody": {"content": {codec.CONTENT_TYPE: {"schema": {"type": "object"}}}},
+}
+_TABLE_CONFIG_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TableConfig.model_json_schema()}},
+    }
+}
+
+
+def _tables(request: Request) -> Tables:
+    return request.app.state.tables
+
+
+async def _decoded(request: Request) -> Any:
+    raw = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError as e:
+            raise InvalidRequest(f"malformed JSON body: {e}") from e
+    return codec.decode(raw) if raw else {}
+
+
+def _answer(request: Request, out: Any) -> Response:
+    """MessagePack, unless the caller asked for JSON only."""
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and codec.CONTENT_TYPE not in accept:
+        return JSONResponse(_jsonable(out))
+    return Response(content=codec.encode(out), media_type=codec.CONTENT_TYPE)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+@router.put("/tables/{name}", openapi_extra=_TABLE_CONFIG_BODY)
+async def create_table(name: TableName, request: Request) -> dict[str, Any]:
+    """Creates the table; the same config again is 200, a different one 409."""
+    try:
+        config = TableConfig.model_validate_json(await request.body())
+    except ValidationError as e:
+        reasons = "; ".join(
+            f"{'/'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidRequest(f"invalid table config: {reasons}") from e
+    tables = _tables(request)
+    created = await tables.create(name, config)
+    return {"created": created, **await tables.info(name)}
+
+
+@router.get("/tables")
+async def list_tables(request: Request) -> list[dict[str, Any]]:
+    tables = _tables(request)
+    return [await tables.info(name) for name in await tables.names()]
+
+
+@router.get("/tables/{name}")
+async def table_info(name: TableName, request: Request) -> dict[str, Any]:
+    return await _tables(request).info(name)
+
+
+@router.post("/tables/{name}/insert", openapi_extra=_MSGPACK_BODY)
+async def insert(name: TableName, request: Request) -> Response:
+    """``{"items": [{"data": nest, "priority": p}], "timeout_ms"}`` or the columnar
+    ``{"columns": nest with a batch axis, "priorities": [...], "timeout_ms"}`` -> ``{"keys"}``."""
+    keys = await _tables(request).insert(name, await _decoded(request))
+    return _answer(request, {"keys": keys})
+
+
+@router.post("/tables/{name}/sample", openapi_extra=_MSGPACK_BODY)
+async def sample(name: TableName, request: Request) -> Response:
+    """``{"batch_size", "timeout_ms"}`` -> keys, probabilities, priorities, times_sampled,
+    table_size and data (a nest with a leading batch axis)."""
+    out = await _tables(request).sample(name, await _decoded(request))
+    return _answer(request, out)
+
+
+@router.post("/tables/{name}/priorities", openapi_extra=_MSGPACK_BODY)
+async def priorities(name: TableName, request: Request) -> Response:
+    """``{"keys", "priorities", "deletes"}`` (MessagePack or JSON) -> ``{"updated", "deleted"}``."""
+    out = await _tables(request).mutate(name, await _decoded(request))
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return JSONResponse(out)
+    return _answer(request, out)
+
+
+@router.post("/tables/{name}/reset")
+async def reset(name: TableName, request: Request) -> dict[str, Any]:
+    """Empties the table and zeroes its counters."""
+    await _tables(request).reset(name)
+    return {"reset": name}
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> Response:
+    if await _tables(request).store.ping():
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"detail": "the table store (Redis) does not answer"}, status_code=503)
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    tables = _tables(request)
+    infos = [await tables.info(name) for name in await tables.names()]
+    return {
+        "service": "replay",
+        "backend": request.app.state.backend,
+        "uptime_s": time.time() - request.app.state.started,
+        "tables": {
+            info["name"]: {
+                "size": info["size"],
+                "num_inserts": info["num_inserts"],
+                "num_samples": info["num_samples"],
+                "num_deletes": info["num_deletes"],
+                "waiting_inserts": info["rate_limiter"]["waiting_inserts"],
+                "waiting_samples": info["rate_limiter"]["waiting_samples"],
+            }
+            for info in infos
+        },
+    }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    tables = _tables(request)
+    size = request.app.state.metrics.size
+    for name in await tables.names():
+        size.labels(name).set((await tables.store.counters(name)).size)
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

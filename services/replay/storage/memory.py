@@ -1,0 +1,381 @@
+"""In-process, columnar storage: one preallocated numpy array per signature leaf.
+
+A table's items live in *slots*. Per slot there is one row in every column array plus ``keys``
+(int64, -1 when empty), ``priorities`` (float64) and ``times_sampled`` (int32); the samplers and
+removers keep their own index structures over slots (``structures.py``). Arrays start small and
+double up to ``max_size``; freed slots are reused last-freed first. Inserting and sampling a batch
+are a handful of numpy scatters and gathers, with no Python loop over items except when
+``max_times_sampled`` can remove an item in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from services.replay.config import TableConfig
+from services.replay.storage.base import Columns, Counters, SampleResult, Signature, check_columns
+from services.replay.storage.structures import BestTree, OrderRing, SumTree
+from shared.errors import Conflict, NotFound
+
+_INITIAL_CAPACITY = 1024
+
+
+class _Selector:
+    """A sampler or remover over one structure: ``draw`` i.i.d. picks, ``choose`` distinct ones."""
+
+    def __init__(self, kind: str, structure: Any, table: _Table) -> None:
+        self.kind, self.s, self.t = kind, structure, table
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` draws from the table as it is (nothing removed in between), with probabilities."""
+        kind, s, size = self.kind, self.s, self.t.size
+        if kind == "uniform":
+            return s.sample(n, self.t.rng), np.full(n, 1.0 / size)
+        if kind == "prioritized":
+            total = s.total
+            if total > 0:
+                slots = s.sample(n, self.t.rng)
+                return slots, s.weight(slots) / total
+            return self.t.rng.choice(self.t.occupied(), n), np.full(n, 1.0 / size)
+        slot = s.first() if kind == "fifo" else s.last() if kind == "lifo" else s.top()
+        return np.full(n, slot, np.int32), np.ones(n)
+
+    def choose(self, k: int) -> np.ndarray:
+        """``k`` distinct slots to remove."""
+        kind, s = self.kind, self.s
+        if kind == "uniform":
+            return s.distinct(k, self.t.rng)
+        if kind in ("fifo", "lifo"):
+            return s.first_k(k, from_end=kind == "lifo")
+        chosen = []
+        for _ in range(k):  # prioritized and heap removers: one pick at a time
+            if kind == "prioritized" and s.total <= 0:
+                done = np.asarray(chosen, np.int32)
+                rest = np.setdiff1d(self.t.occupied(), done)
+                picked = self.t.rng.choice(rest, k - len(done), replace=False)
+                return np.concatenate([done, picked]).astype(np.int32)
+            slot = int(s.sample(1, self.t.rng)[0]) if kind == "prioritized" else s.top()
+            chosen.append(slot)
+            s.remove(np.array([slot], np.int32))
+        return np.asarray(chosen, np.int32)
+
+
+class _Table:
+    def __init__(self, config: TableConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self.limiter = config.limiter
+        self.rng = rng
+        self.slot_bits = max(1, (config.max_size - 1).bit_length())
+        self.seq = 0  # insert sequence, never reset, so keys are never reused
+        self.event: asyncio.Event | None = None
+        self.configured = config.signature_leaves()
+        self.capacity = min(config.max_size, _INITIAL_CAPACITY)
+        self.structures: list[Any] = []
+        by_kind: dict[Any, Any] = {}
+        self.sampler = self._selector(config.sampler, by_kind)
+        self.remover = self._selector(config.remover, by_kind)
+        self.reset()
+
+    def _selector(self, spec: Any, by_kind: dict[Any, Any]) -> _Selector:
+        kind = spec.kind
+        ident: Any = (
+            "ring" if kind in ("uniform", "fifo", "lifo") else (kind, spec.priority_exponent)
+        )
+        if ident not in by_kind:
+            if ident == "ring":
+                s: Any = OrderRing(self.capacity, self.config.max_size)
+            elif kind == "prioritized":
+                s = SumTree(self.capacity, float(spec.priority_exponent), np.empty(0))
+            else:
+                s = BestTree(self.capacity, 1.0 if kind == "max_heap" else -1.0, self)
+            by_kind[ident] = s
+            self.structures.append(s)
+        return _Selector(kind, by_kind[ident], self)
+
+    def reset(self) -> None:
+        self.signature: Signature | None = self.configured
+        self.template: Any = self.config.signature
+        self.columns: dict[tuple[str | int, ...], np.ndarray] = {}
+        self.keys = np.empty(self.capacity, np.int64)
+        self.priorities = np.empty(self.capacity)
+        self.times_sampled = np.empty(self.capacity, np.int32)
+        self.free = np.empty(self.capacity, np.int32)
+        self.num_free = 0
+        self.high_water = 0  # slots [0, high_water) have been used
+        self.size = self.inserts = self.samples = self.deletes = 0
+        self.total_times_sampled = 0
+        if self.signature is not None:
+            self._allocate_columns()
+        for s in self.structures:
+            s.clear()
+            if isinstance(s, SumTree):
+                s.grow(self.capacity, self.priorities)
+
+    def _allocate_columns(self) -> None:
+        assert self.signature is not None
+        self.columns = {
+            path: np.empty((self.capacity, *shape), dtype)
+            for path, (dtype, shape) in self.signature.items()
+        }
+
+    def notify(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            self.event = None
+
+    def occupied(self) -> np.ndarray:
+        return np.flatnonzero(self.keys[: self.high_water] >= 0).astype(np.int32)
+
+    # -- slots -------------------------------------------------------------------------------
+    def _grow(self, needed: int) -> None:
+        cap = self.capacity
+        while cap < needed:
+            cap = min(2 * cap, self.config.max_size)
+        hw = self.high_water
+
+        def grown(a: np.ndarray, used: int) -> np.ndarray:
+            out = np.empty((cap, *a.shape[1:]), a.dtype)
+            out[:used] = a[:used]
+            return out
+
+        self.columns = {p: grown(a, hw) for p, a in self.columns.items()}
+        self.keys = grown(self.keys, hw)
+        self.priorities = grown(self.priorities, hw)
+        self.times_sampled = grown(self.times_sampled, hw)
+        self.free = grown(self.free, self.num_free)
+        self.capacity = cap
+        for s in self.structures:
+            if isinstance(s, SumTree):
+                s.grow(cap, self.priorities)
+            else:
+                s.grow(cap)
+
+    def _allocate(self, n: int) -> np.ndarray:
+        reuse = min(n, self.num_free)
+        fresh = n - reuse
+        if self.high_water + fresh > self.capacity:
+            self._grow(self.high_water + fresh)
+        self.num_free -= reuse
+        slots = np.empty(n, np.int32)
+        slots[:reuse] = self.free[self.num_free : self.num_free + reuse]
+        slots[reuse:] = np.arange(self.high_water, self.high_water + fresh, dtype=np.int32)
+        self.high_water += fresh
+        return slots
+
+    def remove(self, slots: np.ndarray) -> None:
+        """Removes live, unique ``slots`` (counted as deletes)."""
+        for s in self.structures:
+            s.remove(slots)
+        self.keys[slots] = -1
+        self.free[self.num_free : self.num_free + len(slots)] = slots
+        self.num_free += len(slots)
+        self.size -= len(slots)
+        self.deletes += len(slots)
+        if self.config.max_times_sampled:
+            self.total_times_sampled -= int(self.times_sampled[slots].sum())
+
+    def live_slots(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask, slots)``: which int64 ``keys`` are live, and their slots."""
+        slots = (keys & ((1 << self.slot_bits) - 1)).astype(np.int32)
+        mask = (keys >= 0) & (slots < self.high_water)
+        mask &= self.keys[np.where(mask, slots, 0)] == keys
+        return mask, slots[mask]
+
+    # -- operations ---------------------------------------------------------------------------
+    def insert(self, columns: Columns, priorities: np.ndarray, template: Any) -> list[int] | None:
+        n = len(priorities)
+        if self.signature is None:
+            self.signature = {p: (c.dtype, c.shape[1:]) for p, c in columns.items()}
+            self.template = template
+            self._allocate_columns()
+        else:
+            check_columns(columns, self.signature)
+        if not self.limiter.can_insert(n, self.inserts, self.samples, self.deletes):
+            return None
+        overflow = self.size + n - self.config.max_size
+        if overflow > 0:
+            self.remove(self.remover.choose(overflow))
+        slots = self._allocate(n)
+        seq = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        keys = (seq << self.slot_bits) | slots
+        self.seq += n
+        self.keys[slots] = keys
+        self.priorities[slots] = priorities
+        self.times_sampled[slots] = 0
+        for path, col in columns.items():
+            self.columns[path][slots] = col
+        for s in self.structures:
+            s.add(slots)
+        self.size += n
+        self.inserts += n
+        self.notify()
+        return keys.tolist()
+
+    def sample(self, n: int) -> SampleResult | None:
+        mts = self.config.max_times_sampled
+        if (
+            self.size == 0
+            or not self.limiter.can_sample(n, self.inserts, self.samples, self.deletes)
+            or (mts and self.size * mts - self.total_times_sampled < n)
+        ):
+            return None
+        size = self.size
+        if mts:
+            slots, probs, keys, ts = self._draw_removing(n, mts)
+        else:
+            slots, probs = self.sampler.draw(n)
+            keys = self.keys[slots]
+            ts = self._count_draws(slots)
+        self.samples += n
+        self.total_times_sampled += n
+        self.notify()
+        return SampleResult(
+            keys=keys,
+            probabilities=probs,
+            priorities=self.priorities[slots],
+            times_sampled=ts,
+            table_size=size,
+            columns={path: col.take(slots, axis=0) for path, col in self.columns.items()},
+        )
+
+    def _count_draws(self, slots: np.ndarray) -> np.ndarray:
+        """Adds the draws to times_sampled; returns each draw's count including itself."""
+        before = self.times_sampled[slots]
+        np.add.at(self.times_sampled, slots, 1)
+        after = self.times_sampled[slots]
+        if ((after - before) == 1).all():  # no slot drawn twice
+            return after.astype(np.int64)
+        order = np.argsort(slots, kind="stable")
+        ordered = slots[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        group_start = np.maximum.accumulate(np.where(starts, np.arange(len(slots)), 0))
+        ts = np.empty(len(slots), np.int64)
+        ts[order] = before[order] + (np.arange(len(slots)) - group_start) + 1
+        return ts
+
+    def _draw_removing(self, n: int, mts: int) -> tuple[np.ndarray, ...]:
+        """n draws in sequence, removing each item as it reaches ``max_times_sampled``."""
+        slots = np.empty(n, np.int32)
+        probs, keys, ts = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
+        for i in range(n):
+            picked, p = self.sampler.draw(1)
+            slot = int(picked[0])
+            count = int(self.times_sampled[slot]) + 1
+            self.times_sampled[slot] = count
+            slots[i], probs[i], keys[i], ts[i] = slot, p[0], self.keys[slot], count
+            if count >= mts:
+                self.remove(picked[:1])
+        return slots, probs, keys, ts
+
+    def mutate(
+        self, keys: np.ndarray, priorities: np.ndarray, deletes: np.ndarray
+    ) -> tuple[int, int]:
+        updated = deleted = 0
+        if len(keys):
+            _, last = np.unique(keys[::-1], return_index=True)  # a repeated key: last value wins
+            last = len(keys) - 1 - last
+            mask, slots = self.live_slots(keys[last])
+            if len(slots):
+                self.priorities[slots] = priorities[last][mask]
+                for s in self.structures:
+                    s.update(slots)
+                updated = len(slots)
+        if len(deletes):
+            _, slots = self.live_slots(np.unique(deletes))
+            if len(slots):
+                self.remove(slots)
+                deleted = len(slots)
+                self.notify()
+        return updated, deleted
+
+
+class _Watch:
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class MemoryStore:
+    """The ``TableStore`` of one process; every call is atomic because none awaits inside."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._tables: dict[str, _Table] = {}
+        self._seeds = np.random.SeedSequence(seed)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        for table in self._tables.values():
+            table.notify()
+
+    async def ping(self) -> bool:
+        return True
+
+    def _table(self, name: str) -> _Table:
+        table = self._tables.get(name)
+        if table is None:
+            raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+        return table
+
+    async def create_table(self, name: str, config: TableConfig) -> bool:
+        existing = self._tables.get(name)
+        if existing is not None:
+            if existing.config != config:
+                raise Conflict(
+                    f"table {name!r} exists with a different config: {existing.config.model_dump_json()}"
+                )
+            return False
+        rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        self._tables[name] = _Table(config, rng)
+        return True
+
+    async def get_config(self, name: str) -> TableConfig:
+        return self._table(name).config
+
+    async def table_names(self) -> list[str]:
+        return list(self._tables)
+
+    async def signature(self, name: str) -> Signature | None:
+        return self._table(name).signature
+
+    async def template(self, name: str) -> Any:
+        return self._table(name).template
+
+    async def try_insert(
+        self, name: str, columns: Columns, priorities: np.ndarray, template: Any
+    ) -> list[int] | None:
+        return self._table(name).insert(columns, priorities, template)
+
+    async def try_sample(self, name: str, batch_size: int) -> SampleResult | None:
+        return self._table(name).sample(batch_size)
+
+    async def mutate_priorities(
+        self, name: str, keys: np.ndarray, priorities: np.ndarray, deletes: np.ndarray
+    ) -> tuple[int, int]:
+        return self._table(name).mutate(keys, priorities, deletes)
+
+    async def reset(self, name: str) -> None:
+        table = self._table(name)
+        table.reset()
+        table.notify()
+
+    async def counters(self, name: str) -> Counters:
+        t = self._table(name)
+        return Counters(size=t.size, inserts=t.inserts, samples=t.samples, deletes=t.deletes)
+
+    def watch(self, name: str) -> _Watch:
+        table = self._table(name)
+        if table.event is None:
+            table.event = asyncio.Event()
+        return _Watch(table.event)

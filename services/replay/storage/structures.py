@@ -1,0 +1,284 @@
+"""Index structures over a table's slots, all numpy, all vectorized over a batch of slots.
+
+- ``OrderRing``: the occupied slots in insertion order (a ring buffer with lazy deletion). Serves
+  the fifo and lifo selectors (ends of the ring) and the uniform one (rejection sampling over the
+  ring, kept at least a quarter full by compaction).
+- ``SumTree``: ``p ** a`` per slot in a binary sum tree; O(log n) per update and per draw, a batch
+  descends the tree in one vectorized pass per level.
+- ``BestTree``: a tournament tree whose nodes hold the best slot of their subtree (highest or
+  lowest priority, ties to the oldest key): the max_heap and min_heap selectors.
+
+Each structure has ``add(slots)``, ``remove(slots)`` (idempotent), ``update(slots)`` (priorities
+changed), ``grow(capacity)`` and ``clear()``. Slots passed in are unique.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_I32 = np.int32
+
+
+class OrderRing:
+    """Occupied slots in insertion order: ``buf[(head + j) % cap]`` for ``j < length``.
+
+    An entry at ring index ``i`` is live iff ``pos[buf[i]] == i``; removal only clears ``pos``.
+    While no entry is dead (the usual fifo table), sampling and eviction skip the liveness checks.
+    """
+
+    def __init__(self, slot_capacity: int, max_size: int) -> None:
+        self.max_size = max_size
+        self.pos = np.empty(slot_capacity, _I32)
+        self.clear()
+
+    def clear(self) -> None:
+        self._set_buf(np.empty(16, _I32))
+        self.head = 0
+        self.length = 0  # entries in the ring, live or not
+        self.live = 0
+
+    def _set_buf(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        self.ar = np.arange(len(buf), dtype=_I32)  # ring indices, sliced instead of computed
+
+    def grow(self, slot_capacity: int) -> None:
+        pos = np.empty(slot_capacity, _I32)
+        pos[: len(self.pos)] = self.pos
+        self.pos = pos
+
+    def _span(self, start: int, count: int) -> np.ndarray:
+        """Ring indices of the entries ``start .. start + count - 1`` (a view unless it wraps)."""
+        a = (self.head + start) % len(self.buf)
+        if a + count <= len(self.buf):
+            return self.ar[a : a + count]
+        return np.concatenate((self.ar[a:], self.ar[: a + count - len(self.buf)]))
+
+    def _live_mask(self, idx: np.ndarray) -> np.ndarray:
+        return self.pos[self.buf[idx]] == idx
+
+    def add(self, slots: np.ndarray) -> None:
+        self._reserve(len(slots))
+        idx = self._span(self.length, len(slots))
+        self.buf[idx] = slots
+        self.pos[slots] = idx
+        self.length += len(slots)
+        self.live += len(slots)
+
+    def update(self, slots: np.ndarray) -> None:
+        pass
+
+    def remove(self, slots: np.ndarray) -> None:
+        slots = slots[self.pos[slots] >= 0]
+        self.pos[slots] = -1
+        self.live -= len(slots)
+        self._trim()
+        if self.length > 64 and self.live * 4 < self.length:
+            self._compact(len(self.buf))
+
+    def _trim(self) -> None:
+        """Drops dead entries at both ends, so ``first`` and ``last`` are live."""
+        if self.live == 0:
+            self.head = self.length = 0
+            return
+        buf, pos, cap = self.buf, self.pos, len(self.buf)
+        w = 64
+        while pos[buf[self.head]] != self.head:
+            w = min(self.length, 2 * w)
+            live = self._live_mask(self._span(0, w))
+            skip = int(np.argmax(live)) if live.any() else w
+            self.head = (self.head + skip) % cap
+            self.length -= skip
+        w = 64
+        while pos[buf[(tail := (self.head + self.length - 1) % cap)]] != tail:
+            w = min(self.length, 2 * w)
+            live = self._live_mask(self._span(self.length - w, w))[::-1]
+            self.length -= int(np.argmax(live)) if live.any() else w
+
+    def _reserve(self, n: int) -> None:
+        need = self.length + n
+        cap = len(self.buf)
+        if need <= cap:
+            return
+        if (self.length - self.live) * 4 >= self.length:
+            self._compact(cap)
+            if self.length + n <= cap:
+                return
+            need = self.length + n
+        new_cap = (
+            max(need, 2 * cap) if cap >= self.max_size else max(need, min(2 * cap, self.max_size))
+        )
+        self._compact(new_cap)
+
+    def _compact(self, new_cap: int) -> None:
+        slots = self.in_order()
+        self._set_buf(np.empty(max(16, new_cap), _I32))
+        self.buf[: len(slots)] = slots
+        self.pos[slots] = self.ar[: len(slots)]
+        self.head, self.length = 0, len(slots)
+
+    def in_order(self) -> np.ndarray:
+        idx = self._span(0, self.length)
+        return self.buf[idx][self._live_mask(idx)]
+
+    def first(self) -> int:
+        return int(self.buf[self.head])
+
+    def last(self) -> int:
+        return int(self.buf[(self.head + self.length - 1) % len(self.buf)])
+
+    def first_k(self, k: int, *, from_end: bool = False) -> np.ndarray:
+        """The ``k`` oldest (or newest) live slots."""
+        w = min(self.length, k if self.live == self.length else 2 * k + 16)
+        while True:
+            idx = self._span(self.length - w, w)[::-1] if from_end else self._span(0, w)
+            if self.live == self.length:
+                return self.buf[idx]
+            live = idx[self._live_mask(idx)]
+            if len(live) >= k or w == self.length:
+                return self.buf[live[:k]]
+            w = min(self.length, 2 * w)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` i.i.d. uniform draws over the live slots (rejection over the ring)."""
+        cap = len(self.buf)
+        if self.live == self.length:
+            j = rng.integers(self.head, self.head + self.length, n)
+            return self.buf[j if self.head + self.length <= cap else j % cap]
+        out: list[np.ndarray] = []
+        need = n
+        while need > 0:
+            m = int(need * self.length / self.live * 1.25) + 8
+            idx = (self.head + rng.integers(0, self.length, m)) % cap
+            live = idx[self._live_mask(idx)][:need]
+            out.append(self.buf[live])
+            need -= len(live)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def distinct(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random set of ``k`` distinct live slots."""
+        chosen = np.empty(0, _I32)
+        while len(chosen) < k:
+            draws = np.concatenate([chosen, self.sample(2 * (k - len(chosen)) + 8, rng)])
+            _, first = np.unique(draws, return_index=True)
+            chosen = draws[np.sort(first)][:k]
+        return chosen
+
+
+class SumTree:
+    """``p ** exponent`` per slot; leaves at ``tree[cap + slot]``, ``tree[1]`` is the total."""
+
+    def __init__(self, slot_capacity: int, exponent: float, priorities: np.ndarray) -> None:
+        self.exponent = exponent
+        self.priorities = priorities  # the table's array; rebound by ``grow``
+        self.cap = 1 << max(0, (slot_capacity - 1).bit_length())
+        self.tree = np.zeros(2 * self.cap)
+
+    def clear(self) -> None:
+        self.tree = np.zeros(2 * self.cap)
+
+    def grow(self, slot_capacity: int, priorities: np.ndarray | None = None) -> None:
+        if priorities is not None:
+            self.priorities = priorities
+        cap = 1 << max(0, (slot_capacity - 1).bit_length())
+        if cap <= self.cap:
+            return
+        tree = np.zeros(2 * cap)
+        tree[cap : cap + self.cap] = self.tree[self.cap :]
+        self.cap, self.tree = cap, tree
+        lo = cap // 2
+        while lo >= 1:
+            tree[lo : 2 * lo] = tree[2 * lo : 4 * lo : 2] + tree[2 * lo + 1 : 4 * lo : 2]
+            lo //= 2
+
+    def _weights(self, slots: np.ndarray) -> np.ndarray:
+        p = self.priorities[slots]
+        return p if self.exponent == 1.0 else p**self.exponent
+
+    def _set(self, slots: np.ndarray, values: np.ndarray) -> None:
+        i = slots.astype(np.int64) + self.cap
+        self.tree[i] = values
+        i >>= 1
+        while i[0] >= 1:
+            self.tree[i] = self.tree[2 * i] + self.tree[2 * i + 1]
+            i >>= 1
+
+    def add(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self._set(slots, self._weights(slots))
+
+    update = add
+
+    def remove(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self._set(slots, np.zeros(len(slots)))
+
+    @property
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def weight(self, slots: np.ndarray) -> np.ndarray:
+        return self.tree[slots.astype(np.int64) + self.cap]
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` draws with probability weight / total; requires ``total > 0``."""
+        tree = self.tree
+        u = rng.random(n) * tree[1]
+        idx = np.ones(n, np.int64)
+        while idx[0] < self.cap:
+            left = tree[2 * idx]
+            go_right = ((u >= left) & (tree[2 * idx + 1] > 0)) | (left <= 0)
+            u -= left * go_right
+            idx = 2 * idx + go_right
+        return (idx - self.cap).astype(_I32)
+
+
+class BestTree:
+    """Tournament tree: node ``i`` holds 1 + the best slot below it (0 = none)."""
+
+    def __init__(self, slot_capacity: int, sign: float, table: object) -> None:
+        self.sign = sign  # +1: highest priority first (max_heap), -1: lowest (min_heap)
+        self.table = table  # reads table.priorities and table.keys (rebound when they grow)
+        self.cap = 1 << max(0, (slot_capacity - 1).bit_length())
+        self.tree = np.zeros(2 * self.cap, np.int64)
+
+    def clear(self) -> None:
+        self.tree = np.zeros(2 * self.cap, np.int64)
+
+    def grow(self, slot_capacity: int) -> None:
+        cap = 1 << max(0, (slot_capacity - 1).bit_length())
+        if cap <= self.cap:
+            return
+        tree = np.zeros(2 * cap, np.int64)
+        tree[cap : cap + self.cap] = self.tree[self.cap :]
+        self.cap, self.tree = cap, tree
+        lo = cap // 2
+        while lo >= 1:
+            tree[lo : 2 * lo] = self._best(tree[2 * lo : 4 * lo : 2], tree[2 * lo + 1 : 4 * lo : 2])
+            lo //= 2
+
+    def _best(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        prio, keys = self.table.priorities, self.table.keys
+        pa, pb = self.sign * prio[a - 1], self.sign * prio[b - 1]
+        take_a = (a > 0) & ((b == 0) | (pa > pb) | ((pa == pb) & (keys[a - 1] < keys[b - 1])))
+        return np.where(take_a, a, b)
+
+    def _set(self, slots: np.ndarray, values: np.ndarray) -> None:
+        i = slots.astype(np.int64) + self.cap
+        self.tree[i] = values
+        i >>= 1
+        while i[0] >= 1:
+            self.tree[i] = self._best(self.tree[2 * i], self.tree[2 * i + 1])
+            i >>= 1
+
+    def add(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self._set(slots, slots.astype(np.int64) + 1)
+
+    update = add
+
+    def remove(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self._set(slots, np.zeros(len(slots), np.int64))
+
+    def top(self) -> int:
+        return int(self.tree[1]) - 1

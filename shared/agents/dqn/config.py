@@ -1,0 +1,187 @@
+"""DQN hyper-parameters: one frozen dataclass, JSON round-trip, the replay table it needs.
+
+The defaults are tuned for CartPole-v1 served by two actors (see bench/dqn_inprocess.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Double DQN with n-step returns, optional prioritized replay and Ape-X epsilons."""
+
+    # --- loss ---
+    discount: float = 0.99
+    """Per-step discount gamma; an n-step item carries gamma**m (0 at termination)."""
+    n_step: int = 3
+    """Steps summed into one replay item by the actors' adder."""
+    huber_delta: float = 1.0
+    """TD errors beyond this are penalised linearly (Huber loss)."""
+
+    # --- optimiser and network ---
+    batch_size: int = 128
+    """Transitions per SGD step."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (denominator offset)."""
+    max_gradient_norm: float = 10.0
+    """Gradients are clipped to this global norm before Adam."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the Q-network's hidden ReLU layers."""
+    target_update_period: int = 100
+    """SGD steps between copies of the online params into the target (used when tau == 0)."""
+    tau: float = 0.0
+    """Polyak rate target <- tau * online + (1 - tau) * target each step; 0 = periodic copy."""
+
+    # --- exploration (epsilon-greedy) ---
+    epsilon_start: float = 1.0
+    """Epsilon at an actor's first env step."""
+    epsilon_end: float = 0.01
+    """Epsilon after the linear decay."""
+    epsilon_decay_steps: int = 10_000
+    """Env steps of one actor (all its envs counted) over which epsilon decays linearly."""
+    ape_x_spread: bool = False
+    """Instead of the schedule, actor i of N uses base ** (1 + alpha * i / (N - 1)) (Ape-X)."""
+    ape_x_base: float = 0.4
+    """Ape-X epsilon base."""
+    ape_x_alpha: float = 7.0
+    """Ape-X epsilon exponent spread."""
+    evaluation_epsilon: float = 0.0
+    """Epsilon of evaluator actors."""
+
+    # --- replay ---
+    table_name: str = "dqn_transitions"
+    """Replay table holding the n-step transitions."""
+    max_replay_size: int = 50_000
+    """Items kept (FIFO removal beyond)."""
+    min_replay_size: int = 1_000
+    """Items inserted before the first sample."""
+    samples_per_insert: float = 8.0
+    """Items sampled per item inserted (= updates * batch_size / inserts); the replay ratio."""
+    error_buffer: float = 2_000.0
+    """Rate limiter slack, in sampled items, around inserts * samples_per_insert."""
+    prioritized: bool = False
+    """Prioritized sampling by |TD error| instead of uniform."""
+    priority_exponent: float = 0.6
+    """alpha in P(i) = p_i**alpha / sum_j p_j**alpha."""
+    importance_sampling_exponent: float = 0.4
+    """beta in the importance weights (N * P(i))**-beta / max_j (N * P(j))**-beta."""
+    priority_eps: float = 1e-3
+    """Added to |TD error| so that no item's priority is zero."""
+
+    # --- services ---
+    publish_every: int = 10
+    """Learner SGD steps between published parameter versions."""
+    variable_update_period: int = 64
+    """Env steps of one actor (all its envs counted) between parameter pulls."""
+    insert_batch_size: int = 32
+    """Replay items per insert request of an actor."""
+    num_envs: int = 4
+    """Vectorized environments per actor (the NUM_ENVS setting overrides it)."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "discount must be in [0, 1]": 0.0 <= self.discount <= 1.0,
+            "n_step, batch_size, max_replay_size, min_replay_size, publish_every,"
+            " variable_update_period, insert_batch_size and num_envs must be >= 1": min(
+                self.n_step,
+                self.batch_size,
+                self.max_replay_size,
+                self.min_replay_size,
+                self.publish_every,
+                self.variable_update_period,
+                self.insert_batch_size,
+                self.num_envs,
+            )
+            >= 1,
+            "target_update_period must be >= 1": self.target_update_period >= 1,
+            "tau must be in [0, 1]": 0.0 <= self.tau <= 1.0,
+            "hidden_sizes must be positive ints": all(
+                isinstance(h, int) and h >= 1 for h in self.hidden_sizes
+            ),
+            "epsilons must be in [0, 1]": all(
+                0.0 <= e <= 1.0
+                for e in (self.epsilon_start, self.epsilon_end, self.evaluation_epsilon)
+            ),
+            "samples_per_insert must be > 0": self.samples_per_insert > 0,
+            "min_replay_size must be <= max_replay_size": (
+                self.min_replay_size <= self.max_replay_size
+            ),
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise ValueError(f"DQNConfig: {message}")
+        # An insert request needs insert_batch_size * spi of room and a sample batch_size; both
+        # must fit in the window [min_diff, max_diff] of width 2 * error_buffer.
+        need = self.insert_batch_size * self.samples_per_insert + self.batch_size
+        if 2 * self.error_buffer < need:
+            raise ValueError(
+                f"DQNConfig: 2 * error_buffer ({2 * self.error_buffer}) is below"
+                f" insert_batch_size * samples_per_insert + batch_size ({need}): actors and"
+                " learner could block each other for ever (deadlock); raise error_buffer"
+            )
+
+    def epsilon(self, actor_index: int, num_actors: int, step: int) -> float:
+        """Epsilon of actor ``actor_index`` of ``num_actors`` after ``step`` of its env steps."""
+        if self.ape_x_spread:
+            spread = actor_index / (num_actors - 1) if num_actors > 1 else 0.0
+            return float(self.ape_x_base ** (1.0 + self.ape_x_alpha * spread))
+        frac = min(1.0, step / self.epsilon_decay_steps) if self.epsilon_decay_steps > 0 else 1.0
+        return float(self.epsilon_start + frac * (self.epsilon_end - self.epsilon_start))
+
+    def replay_table_config(self, obs_dim: int) -> dict[str, Any]:
+        """The body of ``PUT /tables/{table_name}`` (CONTRACT.md) for n-step transitions."""
+        sampler: dict[str, Any] = {"kind": "uniform"}
+        if self.prioritized:
+            sampler = {"kind": "prioritized", "priority_exponent": self.priority_exponent}
+        f32 = "<f4"
+        return {
+            "sampler": sampler,
+            "remover": {"kind": "fifo"},
+            "max_size": self.max_replay_size,
+            "max_times_sampled": 0,
+            "rate_limiter": {
+                "kind": "sample_to_insert_ratio",
+                "samples_per_insert": self.samples_per_insert,
+                "min_size_to_sample": self.min_replay_size,
+                "error_buffer": self.error_buffer,
+            },
+            "signature": {
+                "observation": {"dtype": f32, "shape": [obs_dim]},
+                "action": {"dtype": "<i4", "shape": []},
+                "reward": {"dtype": f32, "shape": []},
+                "discount": {"dtype": f32, "shape": []},
+                "next_observation": {"dtype": f32, "shape": [obs_dim]},
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field (tuples become lists)."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DQNConfig:
+        """The config with the fields of ``d`` (others default); unknown keys are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown DQNConfig field(s) {unknown}; known: {sorted(names)}")
+        values = {}
+        for k, v in d.items():
+            default = getattr(cls, k)
+            if isinstance(default, tuple) and isinstance(v, list | tuple):
+                v = tuple(v)
+            elif isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if type(v) is not type(default):
+                raise ValueError(f"DQNConfig.{k} must be {type(default).__name__}, got {v!r}")
+            values[k] = v
+        return cls(**values)
