@@ -19,8 +19,8 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,6 @@ class Bench:
         self.redis = RedisServer()
         self.floor = ChildServer("bench.floors", {}, log_dir=log_dir)
         self.replays: dict[str, ChildServer] = {}
-        self.clients: dict[str, list[ReplayClient]] = {}
-        self.floor_http: list[httpx.AsyncClient] = []
         self.redis_floors: dict[tuple[str, str], RedisFloor] = {}
         self.reply_bytes: dict[tuple[str, str], int] = {}
 
@@ -91,11 +89,7 @@ class Bench:
         for server in servers:
             server.wait_ready()
 
-    async def open_clients(self) -> None:
-        n = max(CLIENTS)
-        self.floor_http = [make_http_client(self.floor.url) for _ in range(n)]
-        for backend, server in self.replays.items():
-            self.clients[backend] = [ReplayClient(make_http_client(server.url)) for _ in range(n)]
+    async def open_redis_floors(self) -> None:
         for p in self.payloads:
             for direction, ring in (("insert", p.insert_ring), ("sample", p.prefill)):
                 floor = RedisFloor(
@@ -104,13 +98,28 @@ class Bench:
                 self.redis_floors[p.key, direction] = floor
 
     async def close(self) -> None:
-        for http in self.floor_http:
-            await http.aclose()
-        for clients in self.clients.values():
-            for client in clients:
-                await client.http.aclose()
         for floor in self.redis_floors.values():
             await floor.aclose()
+
+    @asynccontextmanager
+    async def replay(self, backend: str) -> AsyncIterator[ReplayClient]:
+        """A fresh client (and connection) for one phase: uvicorn closes connections idle for
+        5 s, the very keep-alive time of the client's pool, so an old one may be closing."""
+        async with make_http_client(self.replays[backend].url) as http:
+            yield ReplayClient(http)
+
+    async def _clients(
+        self, stack: AsyncExitStack, n: int
+    ) -> tuple[list[httpx.AsyncClient], dict[str, list[ReplayClient]]]:
+        """``n`` clients, each with its own connection, of the HTTP floor and of each backend."""
+        floor = [
+            await stack.enter_async_context(make_http_client(self.floor.url)) for _ in range(n)
+        ]
+        replays = {
+            backend: [await stack.enter_async_context(self.replay(backend)) for _ in range(n)]
+            for backend in self.replays
+        }
+        return floor, replays
 
     def stop(self) -> None:
         for server in [self.floor, *self.replays.values()]:
@@ -122,13 +131,18 @@ class Bench:
     async def prepare(self) -> None:
         """Creates and pre-fills the tables and the Redis floor's keys; learns the answer sizes."""
         for p in self.payloads:
-            for clients in self.clients.values():
-                replay = clients[0]
-                await replay.create_table(p.table("insert"), table_config(p.insert_ring))
-                await replay.create_table(p.table("sample"), table_config(p.prefill, p.prefill))
-                for _ in range(-(-p.prefill // p.batch)):
-                    await replay.insert(p.table("sample"), data=p.columns, timeout_s=30.0)
-            await self.redis_floors[p.key, "sample"].fill(p.item(0))
+            for backend in self.replays:
+                async with self.replay(backend) as replay:
+                    await replay.create_table(p.table("insert"), table_config(p.insert_ring))
+                    config = table_config(p.prefill, p.prefill)
+                    await replay.create_table(p.table("sample"), config)
+                    for table, size in (
+                        (p.table("sample"), p.prefill),
+                        (p.table("insert"), p.insert_ring),
+                    ):
+                        await _fill(replay, table, p, size)
+            for direction in ("sample", "insert"):  # inserts then measure the steady state
+                await self.redis_floors[p.key, direction].fill(p.item(0))
             (
                 self.reply_bytes[p.key, "insert"],
                 self.reply_bytes[p.key, "sample"],
@@ -136,7 +150,7 @@ class Bench:
 
     async def _answer_sizes(self, p: Payload) -> tuple[int, int]:
         """Sizes of the replay's insert and sample answers (estimated in a floors-only run)."""
-        if not self.clients:
+        if not self.replays:
             keys = list(range(2**40, 2**40 + p.batch))
             fake = {
                 "keys": keys,
@@ -147,12 +161,12 @@ class Bench:
                 "data": p.columns,
             }
             return len(codec.encode({"keys": keys})), len(codec.encode(fake))
-        http = next(iter(self.clients.values()))[0].http
         sizes = []
         for direction, body in (("insert", self.insert_body(p)), ("sample", self.sample_body(p))):
-            answer = await http.post(
-                f"/tables/{p.table(direction)}/{direction}", content=body, headers=MSGPACK
-            )
+            async with self.replay(next(iter(self.replays))) as replay:
+                answer = await replay.http.post(
+                    f"/tables/{p.table(direction)}/{direction}", content=body, headers=MSGPACK
+                )
             answer.raise_for_status()
             sizes.append(len(answer.content))
         return sizes[0], sizes[1]
@@ -172,36 +186,40 @@ class Bench:
     async def bytes_per_item(self, backend: str) -> float:
         """Stored bytes per CartPole transition: a table of ``memory_items`` items, filled."""
         n = self.options.memory_items
-        replay = self.clients[backend][0]
         if backend == REDIS:
             measure: Callable[[], int] = self.redis.used_memory
         else:
             pid = self.replays[backend].pid
             measure = lambda: rss_bytes(pid)  # noqa: E731
-        await replay.create_table("bench_warmup", table_config(1000))
-        warm = cartpole(500, np.random.default_rng(1))
-        await replay.insert("bench_warmup", data=warm)
-        await replay.sample("bench_warmup", 100)
-        await replay.reset("bench_warmup")
         rng, batch = np.random.default_rng(2), 5000
         chunks = [cartpole(batch, rng) for _ in range(4)]
-        before = measure()
-        await replay.create_table("bench_memory", table_config(n))
-        for i, start in enumerate(range(0, n, batch)):
-            data = {k: v[: min(batch, n - start)] for k, v in chunks[i % len(chunks)].items()}
-            await replay.insert("bench_memory", data=data, timeout_s=30.0)
-        await asyncio.sleep(0.5)
-        used = measure() - before
-        await replay.reset("bench_memory")
+        async with self.replay(backend) as replay:
+            await replay.create_table("bench_warmup", table_config(1000))
+            await replay.insert("bench_warmup", data=cartpole(500, rng))
+            await replay.sample("bench_warmup", 100)
+            await replay.reset("bench_warmup")
+            before = measure()
+            await replay.create_table("bench_memory", table_config(n))
+            for i, start in enumerate(range(0, n, batch)):
+                data = {k: v[: min(batch, n - start)] for k, v in chunks[i % len(chunks)].items()}
+                await replay.insert("bench_memory", data=data, timeout_s=30.0)
+            await asyncio.sleep(0.5)
+            used = measure() - before
+            await replay.reset("bench_memory")
         return used / n
 
     # -- throughput ------------------------------------------------------------------------------
 
-    def variants(self, p: Payload, direction: str) -> dict[str, Callable[[int], Any]]:
+    def variants(
+        self,
+        p: Payload,
+        direction: str,
+        floor_http: list[httpx.AsyncClient],
+        clients: dict[str, list[ReplayClient]],
+    ) -> dict[str, Callable[[int], Any]]:
         batch, table = p.batch, p.table(direction)
         reply = f"/reply/{self.reply_bytes[p.key, direction]}"
         body = self.insert_body(p) if direction == "insert" else self.sample_body(p)
-        floor_http = self.floor_http
 
         async def http_floor(i: int) -> int:
             answer = await floor_http[i].post(reply, content=body, headers=MSGPACK)
@@ -217,8 +235,8 @@ class Bench:
             return await redis_floor.sample(batch)
 
         out: dict[str, Callable[[int], Any]] = {HTTP_FLOOR: http_floor}
-        for backend, clients in self.clients.items():
-            out[backend] = _replay_op(clients, direction, table, p)
+        for backend, replays in clients.items():
+            out[backend] = _replay_op(replays, direction, table, p)
         out[REDIS_FLOOR] = redis_op
         return out
 
@@ -226,13 +244,15 @@ class Bench:
         servers = {HTTP_FLOOR: [self.floor.pid], REDIS_FLOOR: [self.redis.pid]}
         for backend, server in self.replays.items():
             servers[backend] = [server.pid] + ([self.redis.pid] if backend == REDIS else [])
-        return await compare(
-            self.variants(p, direction),
-            concurrency=concurrency,
-            rounds=self.options.rounds,
-            duration_s=self.options.duration_s,
-            servers=servers,
-        )
+        async with AsyncExitStack() as stack:
+            floor_http, clients = await self._clients(stack, concurrency)
+            return await compare(
+                self.variants(p, direction, floor_http, clients),
+                concurrency=concurrency,
+                rounds=self.options.rounds,
+                duration_s=self.options.duration_s,
+                servers=servers,
+            )
 
     async def transports(self, concurrency: int) -> Comparison:
         """httpx's own transport against the aiohttp one, small bodies to the floor's /echo."""
@@ -261,6 +281,17 @@ class Bench:
             for clients in pools.values():
                 for client in clients:
                     await client.aclose()
+
+
+async def _fill(replay: ReplayClient, table: str, p: Payload, size: int) -> None:
+    """Inserts ``size`` items of ``p`` into ``table``, in requests of up to ~256 KB."""
+    per_request = max(p.batch, 262_144 // p.item_bytes // p.batch * p.batch)
+    repeats = per_request // p.batch
+    columns = {k: np.concatenate([v] * repeats) for k, v in p.columns.items()}
+    for start in range(0, size, per_request):
+        n = min(per_request, size - start)
+        data = {k: v[:n] for k, v in columns.items()}
+        await replay.insert(table, data=data, timeout_s=30.0)
 
 
 def _replay_op(clients: list[ReplayClient], direction: str, table: str, p: Payload):
@@ -292,7 +323,7 @@ async def run(
     try:
         with phase(console, "start redis-server, the HTTP floor and the replay service"):
             bench.start()
-        await bench.open_clients()
+        await bench.open_redis_floors()
         memory: dict[str, float] = {}
         for backend in options.backends:
             with phase(console, f"bytes per item, {backend} backend"):

@@ -32,7 +32,8 @@ with pre-built bytes of the size of the replay's answer. The Redis floor is redi
 moving the same payloads, one key per item and one command per batch: MSET (insert; a pipeline of
 SETs is 8x slower for CartPole items) and MGET of random keys (sample).
 Insert tables: FIFO, `max_size` 100000 (CartPole) / 512 (64 KB); sample tables: uniform, pre-filled,
-`min_size` rate limiter. "Serial floor": both floors in series, 1 / (1/HTTP floor + 1/Redis
+`min_size` rate limiter; every table and the Redis floor's keys are filled before the rounds, so inserts
+measure the steady state (each evicts as many items). "Serial floor": both floors in series, 1 / (1/HTTP floor + 1/Redis
 floor), per round; what a Redis-backed service that first receives a request, then moves its bytes
 to Redis, could reach without overlapping the two. Bytes per item: a table of N CartPole transitions (44 payload bytes each),
 filled; Redis `used_memory` and replay process RSS before the table was created and after. CPU per

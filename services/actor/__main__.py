@@ -51,8 +51,6 @@ def main() -> None:
     # uvicorn stops gracefully on SIGTERM (the lifespan flushes pending items), then re-raises the
     # signal under the handler installed before it started: a no-op one makes a clean stop exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    if os.environ.get("EXP_SWITCH"):
-        sys.setswitchinterval(float(os.environ["EXP_SWITCH"]))
     server.run()
 
 

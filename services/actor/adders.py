@@ -116,6 +116,7 @@ class NStepTransitionAdder:
         self._upper = np.triu(discount ** (k[None, :] - k[:, None]).clip(0)).astype(np.float32)
         self._tail_discounts = (discount ** (n - k)).astype(np.float32)  # gamma^m, m = n - k
         self._full_discounts = np.full(num_envs, discount**n, np.float32)
+        self._full_discounts.flags.writeable = False
 
     @property
     def pending(self) -> int:
@@ -153,31 +154,23 @@ class NStepTransitionAdder:
         terminated = np.asarray(terminated, bool)
         done = terminated | np.asarray(truncated, bool)
         length = np.minimum(t + 1 - self._start, n)  # (num_envs,) steps in each window
-
-        full = (length == n) & ~done
-        if full.all():
-            self._emit_oldest(slot, next_observation, slice(None))
-        elif full.any():
-            self._emit_oldest(slot, next_observation, full)
-        if done.any():
-            self._emit_window(slot, next_observation, done, terminated, length)
+        if not done.any() and (length == n).all():  # the common case: one item per env
+            oldest = (slot + 1) % n
+            self._batcher.add(
+                {
+                    "observation": self._obs[oldest],
+                    "action": self._action[oldest],
+                    "reward": self._weights[slot] @ self._reward,
+                    "discount": self._full_discounts,
+                    "next_observation": next_observation,
+                }
+            )
+        else:
+            self._emit(slot, next_observation, done, terminated, length)
             self._started[done] = False
         self._current[:] = next_observation
 
-    def _emit_oldest(self, slot: int, next_observation: np.ndarray, envs) -> None:
-        oldest = (slot + 1) % self._n
-        rewards = self._weights[slot] @ self._reward  # (num_envs,)
-        self._batcher.add(
-            {
-                "observation": self._obs[oldest][envs],
-                "action": self._action[oldest][envs],
-                "reward": rewards[envs],
-                "discount": self._full_discounts[envs],
-                "next_observation": next_observation[envs],
-            }
-        )
-
-    def _emit_window(
+    def _emit(
         self,
         slot: int,
         next_observation: np.ndarray,
@@ -185,19 +178,31 @@ class NStepTransitionAdder:
         terminated: np.ndarray,
         length: np.ndarray,
     ) -> None:
-        """Every transition of the windows of the ``done`` envs (k = window position)."""
+        """The oldest transition of each full window, and every transition of ended ones.
+
+        k is the position in a window ordered oldest first; an env's window is its last
+        ``length`` positions.
+        """
+        n = self._n
         order = self._order[slot]
-        rewards = (self._upper @ self._reward[order][:, done]).T  # (num_done, n)
-        discounts = np.where(terminated[done, None], 0.0, self._tail_discounts).astype(np.float32)
-        valid = np.arange(self._n) >= self._n - length[done, None]  # (num_done, n)
-        observations = self._obs[order][:, done].swapaxes(0, 1)  # (num_done, n, *obs_shape)
+        k = np.arange(n)
+        emit = np.where(
+            done[:, None],
+            k >= n - length[:, None],  # ended: all open transitions
+            (k == 0) & (length[:, None] == n),  # going on: the oldest, if the window is full
+        )  # (num_envs, n)
+        env, k = np.nonzero(emit)  # items, grouped by env, oldest first
+        if len(env) == 0:
+            return
+        returns = self._upper @ self._reward[order]  # (n, num_envs): returns from each k
+        slots = order[k]
         self._batcher.add(
             {
-                "observation": observations[valid],
-                "action": self._action[order][:, done].T[valid],
-                "reward": rewards[valid],
-                "discount": discounts[valid],
-                "next_observation": np.repeat(next_observation[done], length[done], axis=0),
+                "observation": self._obs[slots, env],
+                "action": self._action[slots, env],
+                "reward": returns[k, env],
+                "discount": np.where(terminated[env], np.float32(0.0), self._tail_discounts[k]),
+                "next_observation": next_observation[env],
             }
         )
 

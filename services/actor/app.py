@@ -26,6 +26,7 @@ _COUNTERS = {
     "rate_limited": "Insert requests answered 429 by the rate limiter (back-pressure).",
     "insert_retries": "Insert requests sent again after a connection failure or 5xx.",
     "dropped_items": "Items given up at shutdown.",
+    "acting_blocked_s": "Seconds acting waited for room in the insert queue (back-pressure).",
     "params_fetched": "Parameter pulls that brought a new version.",
     "params_not_modified": "Parameter pulls answered 304.",
 }

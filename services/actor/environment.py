@@ -21,10 +21,7 @@ class VectorStep(NamedTuple):
     reward: np.ndarray  # (num_envs,)
     terminated: np.ndarray  # (num_envs,) bool
     truncated: np.ndarray  # (num_envs,) bool
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.terminated | self.truncated
+    done: np.ndarray  # (num_envs,) bool: terminated | truncated
 
 
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
@@ -52,4 +49,4 @@ def step(env: gym.vector.VectorEnv, actions: np.ndarray) -> VectorStep:
         final = observation.copy()
         for b in np.flatnonzero(done):
             final[b] = info["final_obs"][b]
-    return VectorStep(observation, final, reward, terminated, truncated)
+    return VectorStep(observation, final, reward, terminated, truncated, done)

@@ -377,6 +377,7 @@ class ActorRuntime:
             "rate_limited": writer.rate_limited if writer else 0,
             "insert_retries": writer.retries if writer else 0,
             "dropped_items": writer.dropped_items if writer else 0,
+            "acting_blocked_s": round(writer.blocked_s, 3) if writer else 0.0,
             "unreported_episodes": len(self._unreported),
             "last_error": errors[0] if errors else None,
         }

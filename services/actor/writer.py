@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from services.actor.adders import Columns
@@ -64,6 +65,7 @@ class InsertWriter:
         self.rate_limited = 0  # 429 answers (back-pressure)
         self.retries = 0  # requests sent again after a connection failure / 5xx
         self.dropped_items = 0  # given up at shutdown
+        self.blocked_s = 0.0  # time the acting thread waited for room (back-pressure)
         self.last_error: str | None = None
         self.failure: BaseException | None = None
 
@@ -78,9 +80,14 @@ class InsertWriter:
         """From the acting thread: queues one insert request; waits only while the queue is full."""
         if self._loop is None:
             raise RuntimeError("InsertWriter.put before start()")
-        while not self._slots.acquire(timeout=0.2):
-            if self._closed.is_set():
-                raise WriterClosed(self._closed_reason()) from self.failure
+        if not self._slots.acquire(blocking=False):
+            started = time.monotonic()
+            try:
+                while not self._slots.acquire(timeout=0.2):
+                    if self._closed.is_set():
+                        raise WriterClosed(self._closed_reason()) from self.failure
+            finally:
+                self.blocked_s += time.monotonic() - started
         if self._closed.is_set():
             self._slots.release()
             raise WriterClosed(self._closed_reason()) from self.failure

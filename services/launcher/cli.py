@@ -56,6 +56,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+ENV_TARGETS = ("all", "replay", "learner", "actor", "evaluator")
+
+
+def _service_env(text: str) -> tuple[str, str, str]:
+    target, sep, assignment = text.partition(":")
+    key, eq, value = assignment.partition("=")
+    if not sep or not eq or not key or target not in ENV_TARGETS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SERVICE:KEY=VALUE with SERVICE one of {', '.join(ENV_TARGETS)}"
+        )
+    return target, key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlfleet",
@@ -92,7 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-evaluator", dest="evaluator", action="store_false")
     run.add_argument(
+        "--evaluator-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="niceness of the evaluator process (default 10: training gets the CPU first)",
+    )
+    run.add_argument(
         "--checkpoint-every", type=float, metavar="SECONDS", help="(default: the learner's)"
+    )
+    run.add_argument(
+        "--env",
+        dest="service_env",
+        type=_service_env,
+        action="append",
+        default=[],
+        metavar="SERVICE:KEY=VALUE",
+        help="one more environment variable of a service (replay, learner, actor, evaluator or"
+        " all), over the launcher's own; e.g. --env learner:SAMPLE_PREFETCH=4 (repeatable)",
     )
     run.add_argument(
         "--grace-seconds", type=float, default=10.0, help="SIGTERM to SIGKILL (default 10)"
@@ -136,12 +166,16 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
     from services.launcher.run import Run, RunOptions
 
     name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    extra_env: dict[str, dict[str, str]] = {}
+    for target, key, value in args.service_env:
+        extra_env.setdefault(target, {})[key] = value
     opts = RunOptions(
         name=name,
         runs_dir=args.runs_dir,
         actors=args.actors,
         num_envs=args.num_envs,
         evaluator=args.evaluator,
+        evaluator_nice=args.evaluator_nice,
         until_return=args.until_return,
         max_steps=args.max_steps,
         max_seconds=args.max_seconds,
@@ -153,6 +187,7 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
         checkpoint_every_s=args.checkpoint_every,
         grace_s=args.grace_seconds,
         log_level=args.log_level,
+        extra_env=extra_env,
     )
     if opts.run_dir.exists() and any(opts.run_dir.iterdir()):
         console.print(f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name")

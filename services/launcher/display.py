@@ -154,5 +154,9 @@ def _state(child: Child, status: Status | None) -> str:
     if code is not None:
         return f"[red]exited {code}[/red]"
     if child.proc is None:
-        return "[dim]waiting[/dim]"
-    return "[green]up[/green]" if status is not None else "[yellow]starting[/yellow]"
+        return "[dim]not started[/dim]"
+    if status is None:
+        return "[yellow]starting[/yellow]"
+    phase = status.get("phase") or status.get("state") or "up"  # learner: phase; actor: state
+    colour = "green" if phase in ("up", "running", "acting") else "yellow"
+    return f"[{colour}]{str(phase).replace('_', ' ')}[/{colour}]"

@@ -69,14 +69,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_launcher() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when the launcher dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
+def _preexec(nice: int) -> Callable[[], None] | None:
+    """A ``preexec_fn``: lower the priority by ``nice``, and (Linux) get SIGKILL when the
+    launcher dies."""
+    linux = sys.platform.startswith("linux")
+    if not linux and nice == 0:
         return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only calls it
+    libc = ctypes.CDLL(None, use_errno=True) if linux else None  # loaded before fork
     launcher_pid = os.getpid()
 
     def preexec() -> None:
+        if nice:
+            os.nice(nice)
+        if libc is None:
+            return
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
             os._exit(126)
         # The launcher may have died between fork and prctl: then nobody would signal us.
@@ -95,6 +101,7 @@ class Child:
     port: int
     env: dict[str, str]
     log_path: Path
+    nice: int = 0  # added to the launcher's niceness: > 0 yields the CPU to the others
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -114,7 +121,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,
-                preexec_fn=_die_with_launcher(),
+                preexec_fn=_preexec(self.nice),
             )
 
     @property

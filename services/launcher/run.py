@@ -58,6 +58,7 @@ class RunOptions:
     actors: int = 2
     num_envs: int | None = None  # None: the agent config's num_envs
     evaluator: bool = True
+    evaluator_nice: int = 10  # the evaluator only gets the CPU the training processes leave
     until_return: float | None = None
     max_steps: int | None = None
     max_seconds: float | None = None
@@ -72,6 +73,7 @@ class RunOptions:
     start_timeout_s: float = 120.0
     log_level: str = "info"
     threads: dict[str, str] = field(default_factory=lambda: dict(SINGLE_THREADED))
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # by module or "all"
 
     @property
     def run_dir(self) -> Path:
@@ -99,10 +101,13 @@ def plan_children(opts: RunOptions) -> tuple[Child, Child, list[Child], Child | 
     if opts.token:
         common["RLFLEET_TOKEN"] = opts.token
 
-    def make(name: str, module: str, settings: dict[str, str]) -> Child:
+    def make(name: str, module: str, settings: dict[str, str], nice: int = 0) -> Child:
         port = free_port()
-        env = child_env({**common, "PORT": str(port), **settings}, threads=opts.threads)
-        return Child(name=name, module=module, port=port, env=env, log_path=logs / f"{name}.log")
+        extra = {**opts.extra_env.get("all", {}), **opts.extra_env.get(module, {})}
+        if settings.get("ROLE") == "evaluator":
+            extra.update(opts.extra_env.get("evaluator", {}))
+        env = child_env({**common, "PORT": str(port), **settings, **extra}, threads=opts.threads)
+        return Child(name, module, port, env, logs / f"{name}.log", nice=nice)
 
     replay = make("replay", "replay", {"REDIS_URL": opts.redis_url} if opts.redis_url else {})
     learner = make(
@@ -152,6 +157,7 @@ def plan_children(opts: RunOptions) -> tuple[Child, Child, list[Child], Child | 
                 "SEED": str(opts.seed * 1000 + 999),
                 "ROLE": "evaluator",
             },
+            nice=opts.evaluator_nice,
         )
     return replay, learner, actors, evaluator
 

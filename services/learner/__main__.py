@@ -42,6 +42,9 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per sample request / GET /params is a cost on the hot path: only when debugging.
+    debug = settings.log_level == "debug"
+    logging.getLogger("httpx").setLevel(logging.DEBUG if debug else logging.WARNING)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),
@@ -49,6 +52,7 @@ def main() -> None:
             port=settings.port,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
+            access_log=debug,
             lifespan="on",
         )
     )

@@ -74,7 +74,8 @@ def build_experiment(settings: LearnerSettings) -> Experiment:
     num_actions = int(action_space.n)
     network = networks.make_network(config, num_actions)
     learner = learning.make_learner(config, network)
-    state = learner.init(jax.random.PRNGKey(settings.seed), obs_dim)
+    # one compiled init is faster than its many eager ops (obs_dim is a shape: static)
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.PRNGKey(settings.seed), obs_dim)
     return Experiment(
         agent=settings.agent,
         env_id=settings.env_id,
@@ -114,7 +115,7 @@ def create_app(settings: LearnerSettings) -> FastAPI:
             checkpoint_every_s=settings.checkpoint_every_s,
             logger=logger,
             prefetch=settings.sample_prefetch,
-            batches_per_sample=settings.batches_per_sample,
+            batches_per_sample=settings.sample_batches(),
         )
         try:
             await asyncio.to_thread(loop.resume)

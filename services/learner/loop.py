@@ -402,6 +402,8 @@ class LearnerLoop:
                 "url": str(self.replay.http.base_url),
                 "table": self.table,
                 "table_size": self.table_size,
+                "prefetch": self.prefetch,
+                "batches_per_sample": self.batches_per_sample,
             },
         }
 

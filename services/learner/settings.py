@@ -15,6 +15,10 @@ import gymnasium
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Several batches per sample request cut the learner's CPU per update (HTTP and decoding are paid
+# once per request) and make the replay the only bound; see docs/learner.md for the figures.
+DEFAULT_BATCHES_PER_SAMPLE = 4
+
 
 class LearnerSettings(BaseSettings):
     """``python -m services.learner`` settings; each field is one environment variable."""
@@ -46,11 +50,12 @@ class LearnerSettings(BaseSettings):
     sample_prefetch: int = Field(
         default=2, ge=1, le=16, description="Batches requested ahead of the update that uses them."
     )
-    batches_per_sample: int = Field(
-        default=1,
+    batches_per_sample: int | None = Field(
+        default=None,
         ge=1,
         le=64,
-        description="Batches per sample request, run as one scanned update (fewer round trips).",
+        description="Batches per sample request, run as one scanned update (fewer round trips);"
+        f" unset = up to {DEFAULT_BATCHES_PER_SAMPLE}, as the rate limiter's window allows.",
     )
     max_body_bytes: int = Field(default=4 << 20, ge=1024, description="Limit of POST bodies.")
 
@@ -85,9 +90,11 @@ class LearnerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _sample_requests_fit_the_rate_limiter(self) -> LearnerSettings:
+        if self.batches_per_sample is None:
+            return self
         config = self.make_agent_config()
+        window = _sample_window(config)
         sampled = config.batch_size * self.batches_per_sample
-        window = 2 * config.error_buffer - config.insert_batch_size * config.samples_per_insert
         if sampled > window:
             raise ValueError(
                 f"BATCHES_PER_SAMPLE: batch_size * {self.batches_per_sample} = {sampled} items per"
@@ -96,6 +103,14 @@ class LearnerSettings(BaseSettings):
                 " ever (deadlock); raise error_buffer or lower BATCHES_PER_SAMPLE"
             )
         return self
+
+    def sample_batches(self) -> int:
+        """Batches per sample request: BATCHES_PER_SAMPLE, or the default that fits."""
+        if self.batches_per_sample is not None:
+            return self.batches_per_sample
+        config = self.make_agent_config()
+        fits = int(_sample_window(config) // config.batch_size)
+        return max(1, min(DEFAULT_BATCHES_PER_SAMPLE, fits))
 
     def make_agent_config(self) -> Any:
         """The agent's config dataclass: defaults merged with ``AGENT_CONFIG``."""
@@ -113,3 +128,8 @@ def _merge_dqn_config(overrides: dict[str, Any]) -> Any:
         return DQNConfig.from_dict({**DQNConfig().to_dict(), **overrides})
     except (TypeError, ValueError) as e:
         raise ValueError(f"does not fit the dqn config: {e}") from e
+
+
+def _sample_window(config: Any) -> float:
+    """Items one sample request may ask for without risking a rate-limiter deadlock."""
+    return 2 * config.error_buffer - config.insert_batch_size * config.samples_per_insert

@@ -6,6 +6,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -100,7 +101,11 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
 
 
 class Guard:
-    """Pure ASGI middleware: bearer token, body size limit, request latency."""
+    """Pure ASGI middleware: bearer token, body size limit, request latency.
+
+    With a ``Content-Length`` the size is checked up front (the HTTP server holds the body to that
+    length); without one (chunked), while the body streams in.
+    """
 
     def __init__(
         self, app: ASGIApp, *, token: str | None, max_body_bytes: int, metrics: ReplayMetrics
@@ -109,6 +114,7 @@ class Guard:
         self.token = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.latency = metrics.latency
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,25 +127,28 @@ class Guard:
                 authorization = value
             elif name == b"content-length":
                 content_length = value
-        status = [500]
         if (
             self.token is not None
             and scope["path"] not in OPEN_PATHS
             and not (authorization and hmac.compare_digest(authorization, self.token))
         ):
-            status[0] = 401
             await _send_json(
                 send, 401, "missing or wrong token: send Authorization: Bearer <token>"
             )
-        elif content_length is not None and int(content_length) > self.max_body_bytes:
-            status[0] = 413
+            return
+        if content_length is None:
+            receive = self._limited(receive)
+        elif int(content_length) > self.max_body_bytes:
             await _send_json(send, 413, self._too_large(int(content_length)))
-        else:
-            await self.app(scope, self._limited(receive), self._recording(send, status))
-        route = scope.get("route")
-        self.latency.labels(
-            scope["method"], getattr(route, "path", "other"), str(status[0])
-        ).observe(time.perf_counter() - start)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            key = (scope["method"], getattr(scope.get("route"), "path", "other"))
+            timer = self._timers.get(key)
+            if timer is None:
+                timer = self._timers[key] = self.latency.labels(*key)
+            timer.observe(time.perf_counter() - start)
 
     def _too_large(self, size: int | str) -> str:
         return f"body of {size} bytes is over the limit of {self.max_body_bytes} bytes (MAX_BODY_BYTES)"
@@ -158,12 +167,3 @@ class Guard:
             return message
 
         return limited
-
-    @staticmethod
-    def _recording(send: Send, status: list[int]) -> Send:
-        async def recording(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        return recording

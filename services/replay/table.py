@@ -15,14 +15,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, TypeVar
 
 import numpy as np
 
-from services.replay.config import TableConfig
+from services.replay.config import RateLimiterParams, TableConfig
 from services.replay.metrics import ReplayMetrics
-from services.replay.storage.base import Columns, TableStore, check_columns
+from services.replay.storage.base import Columns, Signature, TableStore, check_columns
 from shared.errors import InvalidRequest, RateLimited
 from shared.nest import flatten, path_str
 
@@ -31,43 +32,67 @@ MAX_TIMEOUT_MS = 600_000
 T = TypeVar("T")
 
 
+@dataclass
+class _Entry:
+    """What this process keeps about one table (configs never change; tables are never deleted)."""
+
+    config: TableConfig
+    limiter: RateLimiterParams
+    signature: Signature | None  # the configured one
+    inserted: Any  # prometheus children
+    sampled: Any
+    waiting: list[int] = field(default_factory=lambda: [0, 0])  # inserts, samples
+
+
 class Tables:
     """All tables of one store, as the routes see them."""
 
     def __init__(self, store: TableStore, metrics: ReplayMetrics) -> None:
         self.store = store
         self.metrics = metrics
-        self._configs: dict[str, TableConfig] = {}  # tables are never deleted, configs never change
-        self._waiting: dict[str, list[int]] = {}  # name -> [waiting inserts, waiting samples]
+        self._entries: dict[str, _Entry] = {}
+
+    async def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._remember(name, await self.store.get_config(name))
+        return entry
+
+    def _remember(self, name: str, config: TableConfig) -> _Entry:
+        entry = self._entries[name] = _Entry(
+            config=config,
+            limiter=config.limiter,
+            signature=config.signature_leaves(),
+            inserted=self.metrics.inserted.labels(name),
+            sampled=self.metrics.sampled.labels(name),
+        )
+        return entry
 
     async def config(self, name: str) -> TableConfig:
-        config = self._configs.get(name)
-        if config is None:
-            config = self._configs[name] = await self.store.get_config(name)
-        return config
+        return (await self._entry(name)).config
 
     async def create(self, name: str, config: TableConfig) -> bool:
         created = await self.store.create_table(name, config)
-        self._configs[name] = config
+        if name not in self._entries:
+            self._remember(name, config)
         return created
 
     async def names(self) -> list[str]:
         return await self.store.table_names()
 
     async def info(self, name: str) -> dict[str, Any]:
-        config = await self.config(name)
+        entry = await self._entry(name)
         counters = await self.store.counters(name)
-        limiter = config.limiter
-        waiting = self._waiting.get(name, [0, 0])
-        body = config.model_dump(mode="json")
+        limiter = entry.limiter
+        body = entry.config.model_dump(mode="json")
         body["rate_limiter"].update(
             min_diff=_finite_or_none(limiter.min_diff),
             max_diff=_finite_or_none(limiter.max_diff),
             inserts=counters.inserts,
             samples=counters.samples,
             deletes=counters.deletes,
-            waiting_inserts=waiting[0],
-            waiting_samples=waiting[1],
+            waiting_inserts=entry.waiting[0],
+            waiting_samples=entry.waiting[1],
         )
         return {
             "name": name,
@@ -81,10 +106,11 @@ class Tables:
 
     # -- insert --------------------------------------------------------------------------------
     async def insert(self, name: str, body: Any) -> list[int]:
-        config = await self.config(name)
+        entry = await self._entry(name)
+        config, limiter = entry.config, entry.limiter
         _require_map(body, "insert")
         timeout_ms = _timeout_ms(body)
-        signature = config.signature_leaves() or await self.store.signature(name)
+        signature = entry.signature or await self.store.signature(name)
         if "columns" in body:
             columns, priorities = _columns_form(body)
         elif "items" in body:
@@ -96,37 +122,41 @@ class Tables:
             raise InvalidRequest(
                 f"{n} items can never be stored at once in a table of max_size {config.max_size}"
             )
+        template = None
         if signature is not None:
             check_columns(columns, signature)
-        template = nest_from_paths(
-            {
-                path: {"dtype": c.dtype.str, "shape": list(c.shape[1:])}
-                for path, c in columns.items()
-            }
-        )
+        else:
+            template = nest_from_paths(
+                {
+                    path: {"dtype": c.dtype.str, "shape": list(c.shape[1:])}
+                    for path, c in columns.items()
+                }
+            )
 
         def never(inserts: int, samples: int) -> str | None:
-            if config.limiter.insert_never_admitted(n, inserts, samples):
+            if limiter.insert_never_admitted(n, inserts, samples):
                 return (
                     f"the rate limiter can never admit {n} items at once (max_diff"
-                    f" {config.limiter.max_diff}, samples_per_insert"
-                    f" {config.limiter.samples_per_insert}): send smaller batches"
+                    f" {limiter.max_diff}, samples_per_insert {limiter.samples_per_insert}):"
+                    " send smaller batches"
                 )
             return None
 
         keys = await self._long_poll(
             name,
+            entry,
             0,
             lambda: self.store.try_insert(name, columns, priorities, template),
             never,
             timeout_ms,
         )
-        self.metrics.inserted.labels(name).inc(n)
+        entry.inserted.inc(n)
         return keys
 
     # -- sample --------------------------------------------------------------------------------
     async def sample(self, name: str, body: Any) -> dict[str, Any]:
-        config = await self.config(name)
+        entry = await self._entry(name)
+        config, limiter = entry.config, entry.limiter
         _require_map(body, "sample")
         timeout_ms = _timeout_ms(body)
         n = body.get("batch_size")
@@ -138,16 +168,15 @@ class Tables:
                 f"batch_size {n} can never be sampled: at most max_size * max_times_sampled ="
                 f" {config.max_size * mts} draws can be available"
             )
-        if config.limiter.sample_never_admitted(n):
+        if limiter.sample_never_admitted(n):
             raise InvalidRequest(
                 f"the rate limiter can never admit {n} samples at once (min_diff"
-                f" {config.limiter.min_diff}, max_diff {config.limiter.max_diff}): sample smaller"
-                " batches"
+                f" {limiter.min_diff}, max_diff {limiter.max_diff}): sample smaller batches"
             )
         result = await self._long_poll(
-            name, 1, lambda: self.store.try_sample(name, n), None, timeout_ms
+            name, entry, 1, lambda: self.store.try_sample(name, n), None, timeout_ms
         )
-        self.metrics.sampled.labels(name).inc(n)
+        entry.sampled.inc(n)
         return {
             "keys": result.keys.tolist(),
             "probabilities": result.probabilities.tolist(),
@@ -160,27 +189,28 @@ class Tables:
     async def _long_poll(
         self,
         name: str,
+        entry: _Entry,
         which: int,
         attempt: Callable[[], Awaitable[T | None]],
         never: Callable[[int, int], str | None] | None,
         timeout_ms: int,
     ) -> T:
+        result = await attempt()
+        if result is not None:
+            return result
+        if never is not None:
+            counters = await self.store.counters(name)
+            reason = never(counters.inserts, counters.samples)
+            if reason is not None:
+                raise InvalidRequest(reason)
+        op = ("insert", "sample")[which]
+        self.metrics.waits.labels(name, op).inc()
         deadline = time.monotonic() + timeout_ms / 1000
-        waited = False
         while True:
-            watch = self.store.watch(name)
+            watch = self.store.watch(name)  # before the try, so no change slips in between
             result = await attempt()
             if result is not None:
                 return result
-            if never is not None and not waited:
-                counters = await self.store.counters(name)
-                reason = never(counters.inserts, counters.samples)
-                if reason is not None:
-                    raise InvalidRequest(reason)
-            op = ("insert", "sample")[which]
-            if not waited:
-                self.metrics.waits.labels(name, op).inc()
-                waited = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.metrics.timeouts.labels(name, op).inc()
@@ -189,16 +219,15 @@ class Tables:
                     f" {'stored' if op == 'insert' else 'sampled'}. Retry later.",
                     retry_after=1.0,
                 )
-            waiting = self._waiting.setdefault(name, [0, 0])
-            waiting[which] += 1
+            entry.waiting[which] += 1
             try:
                 await watch.wait(remaining)
             finally:
-                waiting[which] -= 1
+                entry.waiting[which] -= 1
 
     # -- priorities, reset ---------------------------------------------------------------------
     async def mutate(self, name: str, body: Any) -> dict[str, int]:
-        await self.config(name)
+        await self._entry(name)
         _require_map(body, "priorities")
         keys = _keys(body.get("keys", []), "keys")
         priorities = _priorities(body.get("priorities", []))
@@ -209,7 +238,7 @@ class Tables:
         return {"updated": updated, "deleted": deleted}
 
     async def reset(self, name: str) -> None:
-        await self.config(name)
+        await self._entry(name)
         await self.store.reset(name)
 
 

@@ -73,6 +73,9 @@ def test_trains_survives_kill_9_and_stops_cleanly(tmp_path: Path) -> None:
         "CHECKPOINT_EVERY_S": "0.5",
         "RUN_DIR": str(tmp_path / "run"),
         "BATCHES_PER_SAMPLE": "2",
+        # the restart after kill -9 reuses the first start's compilations
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "LOG_LEVEL": "warning",
     }
     with ServiceProcess("replay", log_path=tmp_path / "replay.log") as replay:

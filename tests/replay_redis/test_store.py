@@ -93,12 +93,17 @@ async def test_signature_is_fixed_by_the_first_insert_and_forgotten_by_reset(
 
 
 async def test_configured_signature_survives_reset(store: RedisStore) -> None:
-    await store.create_table("t", config(signature=TEMPLATE))
+    await store.create_table("t", config(signature=TEMPLATE, sampler="fifo"))
     assert await store.template("t") == TEMPLATE
     await store.reset("t")
     assert (await store.signature("t"))[("x",)] == (np.dtype("<i8"), ())  # type: ignore[index]
     with pytest.raises(InvalidRequest):
         await store.try_insert("t", {("x",): np.zeros(1, np.int32)}, np.ones(1), {})
+    assert await insert(store, "t", [5, 6]) is not None
+    result = await store.try_sample("t", 1)
+    assert result is not None
+    assert result.columns[("x",)].tolist() == [5]
+    assert result.columns[("obs",)].tolist() == [[5.0, 10.0, 15.0]]
 
 
 async def test_uniform_sampler(store: RedisStore) -> None:
@@ -305,8 +310,8 @@ async def test_records_fill_segments_allocated_once(store: RedisStore, redis_url
         )
     client = redis.Redis.from_url(redis_url)
     segments = [f"rlfleet:{{t:big}}:d:{s}" for s in range(3)]
-    # 104 records per 512 KiB segment; the last one is cut to max_size
-    assert [client.strlen(k) for k in segments] == [104 * 5000, 104 * 5000, 42 * 5000]
+    # 104 records (20 B of meta fields + 5000 B) per 512 KiB segment; the last cut to max_size
+    assert [client.strlen(k) for k in segments] == [104 * 5020, 104 * 5020, 42 * 5020]
     assert client.memory_usage(segments[0]) < 2**19 + 200  # allocated once, exactly
     client.close()
     result = await store.try_sample("big", 250)

@@ -169,7 +169,7 @@ class _Table:
         """Removes live, unique ``slots`` (counted as deletes)."""
         for s in self.structures:
             s.remove(slots)
-        self.keys[slots] = -1
+        self.keys[_as_range(slots)] = -1
         self.free[self.num_free : self.num_free + len(slots)] = slots
         self.num_free += len(slots)
         self.size -= len(slots)
@@ -202,11 +202,12 @@ class _Table:
         seq = np.arange(self.seq, self.seq + n, dtype=np.int64)
         keys = (seq << self.slot_bits) | slots
         self.seq += n
-        self.keys[slots] = keys
-        self.priorities[slots] = priorities
-        self.times_sampled[slots] = 0
+        where = _as_range(slots)  # a slice in the steady state of a fifo table: plain copies
+        self.keys[where] = keys
+        self.priorities[where] = priorities
+        self.times_sampled[where] = 0
         for path, col in columns.items():
-            self.columns[path][slots] = col
+            self.columns[path][where] = col
         for s in self.structures:
             s.add(slots)
         self.size += n
@@ -243,17 +244,20 @@ class _Table:
 
     def _count_draws(self, slots: np.ndarray) -> np.ndarray:
         """Adds the draws to times_sampled; returns each draw's count including itself."""
+        ordered = np.sort(slots)
         before = self.times_sampled[slots]
-        np.add.at(self.times_sampled, slots, 1)
-        after = self.times_sampled[slots]
-        if ((after - before) == 1).all():  # no slot drawn twice
-            return after.astype(np.int64)
+        if not (ordered[1:] == ordered[:-1]).any():  # no slot drawn twice
+            self.times_sampled[slots] = before + 1
+            return before.astype(np.int64) + 1
+        unique, counts = np.unique(slots, return_counts=True)
+        self.times_sampled[unique] += counts.astype(np.int32)
         order = np.argsort(slots, kind="stable")
-        ordered = slots[order]
-        starts = np.r_[True, ordered[1:] != ordered[:-1]]
-        group_start = np.maximum.accumulate(np.where(starts, np.arange(len(slots)), 0))
+        starts = np.r_[True, slots[order][1:] != slots[order][:-1]]
+        rank = np.arange(len(slots)) - np.maximum.accumulate(
+            np.where(starts, np.arange(len(slots)), 0)
+        )
         ts = np.empty(len(slots), np.int64)
-        ts[order] = before[order] + (np.arange(len(slots)) - group_start) + 1
+        ts[order] = before[order] + rank + 1
         return ts
 
     def _draw_removing(self, n: int, mts: int) -> tuple[np.ndarray, ...]:
@@ -290,6 +294,13 @@ class _Table:
                 deleted = len(slots)
                 self.notify()
         return updated, deleted
+
+
+def _as_range(slots: np.ndarray) -> slice | np.ndarray:
+    """``slots`` as a slice when they are consecutive and ascending (cheaper to index with)."""
+    if len(slots) > 1 and (np.diff(slots) == 1).all():
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
 
 
 class _Watch:

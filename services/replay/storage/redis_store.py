@@ -48,6 +48,10 @@ _DRAW = np.dtype(
         "itemsize": 32,
     }
 )
+# the record's meta fields, before the leaves (see lua/common.lua)
+_META = np.dtype(
+    {"names": ["tag", "prio", "ts"], "formats": ["<i8", "<f8", "<u4"], "offsets": [0, 8, 16]}
+)
 _UPDATE = np.dtype(
     {"names": ["slot", "tag", "prio"], "formats": ["<i4", "<i8", "<f8"], "offsets": [0, 4, 12]}
 )
@@ -72,12 +76,16 @@ class _Layout:
             [[list(p), dt.str, list(shape)] for p, (dt, shape) in zip(paths, specs, strict=True)],
             separators=(",", ":"),
         )
-        offsets = np.cumsum([0] + [dt.itemsize * int(np.prod(s)) for dt, s in specs]).tolist()
+        sizes = [dt.itemsize * int(np.prod(shape)) for dt, shape in specs]
+        offsets = np.cumsum([_META.itemsize, *sizes]).tolist()
         dtype = np.dtype(
             {
-                "names": [f"f{i}" for i in range(len(paths))],
-                "formats": [(dt, shape) if shape else dt for dt, shape in specs],
-                "offsets": offsets[:-1],
+                "names": [*_META.names, *(f"f{i}" for i in range(len(paths)))],
+                "formats": [
+                    *(_META.fields[f][0] for f in _META.names),
+                    *((dt, shape) if shape else dt for dt, shape in specs),
+                ],
+                "offsets": [*(_META.fields[f][1] for f in _META.names), *offsets[:-1]],
                 "itemsize": offsets[-1],
             }
         )
@@ -96,6 +104,7 @@ class _Table:
     slot_bits: int
     siggen: int
     layout: _Layout | None
+    next_seq: int  # a guess: the insert sequence moves on with every process's inserts
 
 
 class _Watch:
@@ -222,7 +231,7 @@ class RedisStore:
             "fixed_sig": int(layout is not None),
             "sig": layout.sig if layout else "",
             "template": json.dumps(config.signature) if layout else "",
-            "rec_size": layout.dtype.itemsize if layout else 0,
+            "rec_size": layout.dtype.itemsize - _META.itemsize if layout else 0,
             "siggen": int(layout is not None),
             **dict.fromkeys(("size", "inserts", "samples", "deletes", "hwm", "nfree"), 0),
             **dict.fromkeys(("next_seq", "remaining"), 0),
@@ -244,8 +253,8 @@ class RedisStore:
     async def _table(self, name: str) -> _Table:
         table = self._tables.get(name)
         if table is None:
-            config, sig, siggen = await self._r.hmget(
-                self._base(name) + ":h", ["config", "sig", "siggen"]
+            config, sig, siggen, next_seq = await self._r.hmget(
+                self._base(name) + ":h", ["config", "sig", "siggen", "next_seq"]
             )
             if config is None:
                 raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
@@ -255,6 +264,7 @@ class RedisStore:
                 slot_bits=max(1, (cfg.max_size - 1).bit_length()),
                 siggen=int(siggen),
                 layout=_Layout.parse(sig.decode()) if sig else None,
+                next_seq=int(float(next_seq)),
             )
             self._tables[name] = table
         return table
@@ -296,6 +306,9 @@ class RedisStore:
         if n == 0:
             return []
         records = np.empty(n, layout.dtype)
+        guess = table.next_seq
+        records["tag"] = np.arange(guess + 1, guess + n + 1)
+        records["prio"], records["ts"] = priorities, 0
         for i, path in enumerate(layout.paths):
             records[f"f{i}"] = columns[path]
         reply = await self._run(
@@ -303,10 +316,10 @@ class RedisStore:
             name,
             layout.sig,
             json.dumps(template),
-            layout.dtype.itemsize,
+            layout.dtype.itemsize - _META.itemsize,
             n,
-            priorities.tobytes(),
             records.tobytes(),
+            guess,
             self._rng.getrandbits(31),
             self._channel + name,
         )
@@ -321,7 +334,7 @@ class RedisStore:
         if status == 0:
             return None
         self._notify(name)
-        table.layout, table.siggen = layout, int(reply[3])
+        table.layout, table.siggen, table.next_seq = layout, int(reply[3]), reply[1] + n
         slots = np.frombuffer(reply[2], "<i4").astype(np.int64)
         seq = np.arange(reply[1], reply[1] + n, dtype=np.int64)
         return ((seq << table.slot_bits) | slots).tolist()

@@ -57,18 +57,41 @@ class OrderRing:
         return self.pos[self.buf[idx]] == idx
 
     def add(self, slots: np.ndarray) -> None:
-        self._reserve(len(slots))
-        idx = self._span(self.length, len(slots))
-        self.buf[idx] = slots
-        self.pos[slots] = idx
-        self.length += len(slots)
-        self.live += len(slots)
+        n = len(slots)
+        self._reserve(n)
+        idx = self._span(self.length, n)
+        start = int(idx[0])
+        if int(idx[-1]) - start == n - 1:  # no wrap: slices
+            self.buf[start : start + n] = slots
+        else:
+            self.buf[idx] = slots
+        if int(slots[-1]) - int(slots[0]) == n - 1 and (np.diff(slots) == 1).all():
+            self.pos[int(slots[0]) : int(slots[0]) + n] = idx
+        else:
+            self.pos[slots] = idx
+        self.length += n
+        self.live += n
 
     def update(self, slots: np.ndarray) -> None:
         pass
 
     def remove(self, slots: np.ndarray) -> None:
-        slots = slots[self.pos[slots] >= 0]
+        where = self.pos[slots]
+        k = len(slots)
+        if k and self.live == self.length and k <= self.length:
+            # fast path: the k oldest in order (fifo) or the k newest, newest first (lifo)
+            if int(where[0]) == self.head and (where == self._span(0, k)).all():
+                self.head = (self.head + k) % len(self.buf)
+            elif not (int(where[0]) == self._last_index() and (where == self._newest(k)).all()):
+                k = 0
+            if k:
+                self.pos[slots] = -1
+                self.live -= k
+                self.length -= k
+                if self.live == 0:
+                    self.head = self.length = 0
+                return
+        slots = slots[where >= 0]
         self.pos[slots] = -1
         self.live -= len(slots)
         self._trim()
@@ -120,6 +143,12 @@ class OrderRing:
         idx = self._span(0, self.length)
         return self.buf[idx][self._live_mask(idx)]
 
+    def _last_index(self) -> int:
+        return (self.head + self.length - 1) % len(self.buf)
+
+    def _newest(self, k: int) -> np.ndarray:
+        return self._span(self.length - k, k)[::-1]
+
     def first(self) -> int:
         return int(self.buf[self.head])
 
@@ -130,7 +159,7 @@ class OrderRing:
         """The ``k`` oldest (or newest) live slots."""
         w = min(self.length, k if self.live == self.length else 2 * k + 16)
         while True:
-            idx = self._span(self.length - w, w)[::-1] if from_end else self._span(0, w)
+            idx = self._newest(w) if from_end else self._span(0, w)
             if self.live == self.length:
                 return self.buf[idx]
             live = idx[self._live_mask(idx)]

@@ -3,10 +3,8 @@
 -- KEYS[1] is the table's key prefix ("<prefix>:{t:<name>}"); every key of the table starts with it,
 -- so a table lives in one cluster hash slot. There are no per-item keys:
 --   <p>:h              hash: config fields, counters, list ends, signature
---   <p>:d:<s>          per slot a record: tag (insert sequence + 1, 0 = empty) >i8, priority <f8,
---                      times_sampled >u4, then the leaves in signature order (rec_size bytes);
---                      tags and times_sampled are written with BITFIELD (big-endian), one call
---                      per segment for a whole batch
+--   <p>:d:<s>          per slot a record: tag (insert sequence + 1, 0 = empty) i64, priority f64,
+--                      times_sampled u32, then the leaves in signature order (rec_size bytes)
 --   <p>:free:<s>       stack of free slots (i32)
 --   <p>:<role>...:<s>  the sampler's ("s") and remover's ("r") structures (constructors below)
 -- Every column is cut into segments <s>: strings allocated once at their final size (SET of zeros;
@@ -151,14 +149,14 @@ local function rand()
 end
 
 -- Records, and their meta fields: M[slot] = {tag, priority, times_sampled} as read or written by
--- this script; the dirty ones are written back by flush_meta.
+-- this script; flush_meta writes back the changed ones. RECS[slot]: a record read by this script.
 local REC_META = 20
 local records
-local M, RECS, dirty_tag, dirty_ts, dirty_prio = {}, {}, {}, {}, {}
+local M, RECS, dirty_meta = {}, {}, {}
 
 local function unpack_meta(slot, s)
   local m
-  if #s < REC_META then m = {0, 0, 0} else m = {struct.unpack('>i8<d>I4', s)} end
+  if #s < REC_META then m = {0, 0, 0} else m = {struct.unpack('<i8dI4', s)} end
   M[slot] = m
   return m
 end
@@ -181,14 +179,31 @@ local function fetch(slot)
   return rec
 end
 
-local function set_tag(slot, tag) meta(slot)[1] = tag; dirty_tag[slot] = true end
-local function set_ts(slot, ts) meta(slot)[3] = ts; dirty_ts[slot] = true end
-local function set_prio(slot, p) meta(slot)[2] = p; dirty_prio[slot] = true end
+local function set_meta(slot, f, v)
+  meta(slot)[f] = v
+  dirty_meta[slot] = true
+end
 
--- slots[i] receives record i of blob (whose tags are 0); one SETRANGE per run of consecutive
--- slots in a segment
-local function write_records(slots, blob, tag0, prios)
+-- In sample.lua a live check reads the whole record (it is needed next anyway).
+local want_records = false
+local function live_tag(slot)
+  if want_records then fetch(slot) end
+  return meta(slot)[1]
+end
+
+-- Writes record k of blob to slots[k], one SETRANGE per run of consecutive slots in a segment.
+-- The records carry their meta fields: tags tag0 + k (the caller's guess of the insert sequence;
+-- rewritten here if another insert came first), times_sampled 0.
+local function write_records(slots, blob, tag0, guess)
   local g, n, rs, i = records, #slots, records.unit, 1
+  if guess ~= tag0 then
+    local parts = {}
+    for k = 1, n do
+      parts[2 * k - 1] = struct.pack('<i8', tag0 + k)
+      parts[2 * k] = string.sub(blob, (k - 1) * rs + 9, k * rs)
+    end
+    blob = table.concat(parts)
+  end
   while i <= n do
     local s, key, off = locate(g, slots[i])
     local j, last = i, (s + 1) * g.per - 1
@@ -201,47 +216,22 @@ local function write_records(slots, blob, tag0, prios)
   end
   for k = 1, n do
     local slot = slots[k]
-    M[slot], RECS[slot], dirty_ts[slot], dirty_prio[slot] = {tag0 + k, prios[k], 0}, nil, nil, nil
-    dirty_tag[slot] = true
+    M[slot], RECS[slot], dirty_meta[slot] = nil, nil, nil
   end
+  return blob
 end
 
 local function flush_meta()
-  local by_seg = {}
-  local function add(slot, field, ...)
-    local s, key, off = locate(records, slot)
-    local t = by_seg[s]
-    if not t then
-      t = {key = key}
-      by_seg[s] = t
-    end
-    t[#t + 1] = {off, field, ...}
+  for slot in pairs(dirty_meta) do
+    local m, s, key, off = M[slot], locate(records, slot)
+    prepare(records, s, key)
+    redis.call('SETRANGE', key, off, struct.pack('<i8dI4', m[1], m[2], m[3]))
   end
-  for slot in pairs(dirty_tag) do add(slot, 'i64', 0, M[slot][1]) end
-  for slot in pairs(dirty_ts) do add(slot, 'u32', 16, M[slot][3]) end
-  for s, t in pairs(by_seg) do
-    prepare(records, s, t.key)
-    for i = 1, #t, 1000 do
-      local args = {}
-      for k = i, math.min(#t, i + 999) do
-        local e = t[k]
-        args[#args + 1] = 'SET'
-        args[#args + 1] = e[2]
-        args[#args + 1] = (e[1] + e[3]) * 8
-        args[#args + 1] = e[4]
-      end
-      redis.call('BITFIELD', t.key, unpack(args))
-    end
-  end
-  for slot in pairs(dirty_prio) do
-    local _, key, off = locate(records, slot)
-    redis.call('SETRANGE', key, off + 8, struct.pack('<d', M[slot][2]))
-  end
-  dirty_tag, dirty_ts, dirty_prio = {}, {}, {}
+  dirty_meta = {}
 end
 
--- Structures. Each has add(slot, p), remove(slot), update(slot, p), replace(slot, p) (the slot's
--- item was swapped for a new one while the structure still holds it), pick(kind) -> slot, prob,
+-- Structures. Each has add(slot, p, tag), remove(slot), update(slot, p), replace(slot, p, tag)
+-- (the slot's item was swapped for a new one while the structure holds it), pick(kind) -> slot, prob,
 -- and optionally settle() (brings derived data up to date before the columns are written).
 -- s.n counts the slots a structure holds (a replaced slot stays in it).
 
@@ -421,9 +411,9 @@ local function heap(role, sign)
     end
     place(i, k, t, slot)
   end
-  function s.add(slot, p)
+  function s.add(slot, p, tag)
     s.n = s.n + 1
-    sift(s.n - 1, s.n, sign * p, meta(slot)[1], slot)
+    sift(s.n - 1, s.n, sign * p, tag, slot)
   end
   function s.remove(slot)
     local i, last = hpos:get(slot, 1), s.n - 1
@@ -433,7 +423,9 @@ local function heap(role, sign)
       sift(i, last, e[1], e[2], e[3])
     end
   end
-  function s.update(slot, p) sift(hpos:get(slot, 1), s.n, sign * p, meta(slot)[1], slot) end
+  function s.update(slot, p, tag)
+    sift(hpos:get(slot, 1), s.n, sign * p, tag or meta(slot)[1], slot)
+  end
   s.replace = s.update
   function s.pick() return ent:get(0, 3), 1 end
   return s
@@ -446,8 +438,8 @@ local function structure(kind, exponent, role)
   return heap(role, kind == 'min_heap' and 1 or -1)
 end
 
--- The sampler's structure, the remover's, and whether they are one.
-local sampler, remover, shared_struct
+-- The sampler's structure, the remover's, whether they are one, and whether they use priorities.
+local sampler, remover, shared_struct, by_priority
 local function build_structures()
   free = new_column('free', 'i4', 1, 4, 1, st.max_size)
   records = segments(BASE .. ':d', REC_META + st.rec_size, st.max_size)
@@ -456,13 +448,19 @@ local function build_structures()
   local lists = (sk == 'fifo' or sk == 'lifo') and (rk == 'fifo' or rk == 'lifo')
   shared_struct = lists or (sk == rk and st.sexp == st.rexp)
   if shared_struct then remover = sampler else remover = structure(rk, st.rexp, 'r') end
+  by_priority = not (lists or ((sk == 'uniform' or sk == 'fifo' or sk == 'lifo')
+    and (rk == 'uniform' or rk == 'fifo' or rk == 'lifo')))
 end
 
 -- `replaced`: the slot was freed by item_remove(slot, true) in this script. The record (and its
 -- meta fields) is written by write_records.
-local function item_add(slot, p, replaced)
-  if replaced and not shared_struct then sampler.replace(slot, p) else sampler.add(slot, p) end
-  if not shared_struct then remover.add(slot, p) end
+local function item_add(slot, p, tag, replaced)
+  if replaced and not shared_struct then
+    sampler.replace(slot, p, tag)
+  else
+    sampler.add(slot, p, tag)
+  end
+  if not shared_struct then remover.add(slot, p, tag) end
   st.size = st.size + 1
   if st.max_ts > 0 then st.remaining = st.remaining + st.max_ts end
 end
@@ -471,7 +469,8 @@ end
 -- script, and a sampler-only structure keeps it until then, to replace it in place).
 local function item_remove(slot, keep)
   if st.max_ts > 0 then st.remaining = st.remaining - (st.max_ts - meta(slot)[3]) end
-  set_tag(slot, 0)
+  M[slot] = {0, 0, 0} -- a kept slot's record is rewritten anyway
+  if not keep then dirty_meta[slot] = true end
   if not keep or shared_struct then sampler.remove(slot) end
   if not shared_struct then remover.remove(slot) end
   st.size = st.size - 1

@@ -1,4 +1,5 @@
--- ARGV: signature, template JSON, record size, n, priorities (f64 * n), records, seed, channel
+-- ARGV: signature, template JSON, leaves' size per record, n, records (see common.lua), the
+-- caller's guess of the insert sequence (the records' tags follow it), seed, channel
 -- -> {-1} unknown table | {-2, signature} other signature | {0} not admitted now
 --    | {1, first insert sequence, slots (i32 * n)}
 if not load_state() then return {-1} end
@@ -31,12 +32,12 @@ for i = #slots + 1, n do
   slots[i] = st.hwm
   st.hwm = st.hwm + 1
 end
-local prios = ARGV[5]
+local blob, unit = write_records(slots, ARGV[5], st.next_seq, tonumber(ARGV[6])), records.unit
 for i = 1, n do
-  item_add(slots[i], st.next_seq + i, struct.unpack('<d', prios, 8 * i - 7), i > refill and i <= refill + #evicted)
+  local p = 0
+  if by_priority then p = struct.unpack('<d', blob, (i - 1) * unit + 9) end
+  item_add(slots[i], p, st.next_seq + i, i > refill and i <= refill + #evicted)
 end
-
-if st.rec_size > 0 then write_records(slots, ARGV[6]) end
 
 local first = st.next_seq
 st.next_seq = st.next_seq + n

@@ -1,13 +1,13 @@
 -- ARGV: updates (slot i32, tag i64, priority f64 each; distinct), deletes (slot i32, tag i64 each;
--- distinct), channel. A key is live while meta[slot].tag == tag.  -> {updated, deleted}
+-- distinct), channel. A key is live while the tag of its slot's record is tag.  -> {updated, deleted}
 if not load_state() then return {-1, 0} end
 build_structures()
 local ups, dels = ARGV[1], ARGV[2]
 local updated, deleted = 0, 0
 for o = 1, #ups, 20 do
   local slot, tag, p = struct.unpack('<i4i8d', ups, o)
-  if slot < st.hwm and meta:get(slot, 1) == tag then
-    meta:set(slot, 2, p)
+  if slot < st.hwm and meta(slot)[1] == tag then
+    set_meta(slot, 2, p)
     sampler.update(slot, p)
     if not shared_struct then remover.update(slot, p) end
     updated = updated + 1
@@ -15,7 +15,7 @@ for o = 1, #ups, 20 do
 end
 for o = 1, #dels, 12 do
   local slot, tag = struct.unpack('<i4i8', dels, o)
-  if slot < st.hwm and meta:get(slot, 1) == tag then
+  if slot < st.hwm and meta(slot)[1] == tag then
     item_remove(slot, false)
     deleted = deleted + 1
   end

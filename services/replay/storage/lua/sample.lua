@@ -2,7 +2,8 @@
 -- -> {-1} unknown table | {0} not admitted now
 --    | {1, table size, signature generation, signature if the caller's is stale else '',
 --       per draw (seq i64, slot i32, probability f64, priority f64, times_sampled u32),
---       the records: one string, or a list of them when large (saves a copy in Lua)}
+--       the records as stored (meta fields may be stale): one string, or a list of them when
+--       large (saves a copy in Lua)}
 if not load_state() then return {-1} end
 local n = tonumber(ARGV[1])
 local size = st.size
@@ -10,22 +11,15 @@ if size == 0 or not can_sample(n) or (st.max_ts > 0 and st.remaining < n) then r
 math.randomseed(tonumber(ARGV[2]))
 build_structures()
 
-local info, data, cache = {}, {}, {}
-local rs, max_ts = st.rec_size, st.max_ts
+want_records = true
+local info, data, max_ts = {}, {}, st.max_ts
 for d = 1, n do
   local slot, prob = sampler.pick(st.skind)
-  local m = meta:at(slot)
+  data[d] = fetch(slot)
+  local m = M[slot]
   local ts = math.min(m[3] + 1, TS_MAX)
-  meta:set(slot, 3, ts)
+  set_meta(slot, 3, ts)
   info[d] = struct.pack('<i8i4ddI4', m[1] - 1, slot, prob, m[2], ts)
-  if rs > 0 then
-    local rec = cache[slot]
-    if not rec then
-      rec = record(slot)
-      cache[slot] = rec
-    end
-    data[d] = rec
-  end
   if max_ts > 0 then
     st.remaining = st.remaining - 1
     if ts >= max_ts then item_remove(slot, false) end
@@ -36,5 +30,5 @@ st.samples = st.samples + n
 finish(ARGV[4])
 local sig = ''
 if tonumber(ARGV[3]) ~= st.siggen then sig = st.sig end
-if rs < 4096 then data = table.concat(data) end
+if records.unit < 4096 then data = table.concat(data) end
 return {1, size, st.siggen, sig, table.concat(info), data}
