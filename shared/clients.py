@@ -22,6 +22,7 @@ import numpy as np
 from shared import codec
 from shared.errors import ConnectionFailed, RateLimited, error_for_status
 
+KEEPALIVE_EXPIRY_S = 3.0
 _MSGPACK = {"Content-Type": codec.CONTENT_TYPE, "Accept": codec.CONTENT_TYPE}
 
 
@@ -36,7 +37,8 @@ def make_http_client(
         base_url=base_url,
         headers=headers,
         timeout=timeout,
-        transport=AiohttpTransport(),
+        # Expire idle connections before uvicorn's keep-alive (5 s) closes them under us.
+        transport=AiohttpTransport(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)),
         **kwargs,
     )
 
@@ -87,7 +89,7 @@ class _ServiceClient:
                 break
             except (
                 httpx.ConnectError,
-                httpx.ConnectTimeout,  # the aiohttp transport reports "connection refused" so
+                httpx.ConnectTimeout,  # the aiohttp transport maps dropped connections to this
                 httpx.RemoteProtocolError,
                 httpx.ReadError,
             ) as e:

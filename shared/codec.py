@@ -11,6 +11,7 @@ Decoding returns read-only arrays that view the payload bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from typing import Any
@@ -28,7 +29,13 @@ ALLOWED_KINDS = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)
 MAX_NDIM = 32
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+_BIN_HEADERS = {0xC4: (1, ">B"), 0xC5: (2, ">H"), 0xC6: (4, ">I")}
 _PLAIN = frozenset({int, float, bool, str, bytes, type(None)})
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_dtype(dtype_str: str) -> np.dtype:
+    return _check_dtype(dtype_str)
 
 
 def check_dtype(dtype_str: str) -> np.dtype:
@@ -37,6 +44,10 @@ def check_dtype(dtype_str: str) -> np.dtype:
         raise DecodeError(
             f"array dtype must be a string like '<f4', got {type(dtype_str).__name__}"
         )
+    return _allowed_dtype(dtype_str)
+
+
+def _check_dtype(dtype_str: str) -> np.dtype:
     try:
         dtype = np.dtype(dtype_str)
     except TypeError as e:
@@ -96,16 +107,56 @@ def encode(obj: Any) -> bytes:
     return b"".join(chunks)
 
 
+_UINT_FORMATS = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q"}
+
+
+def _read_header(payload: bytes) -> tuple[Any, Any, int]:
+    """``(dtype, shape, offset of the data's bin header)`` of an array payload.
+
+    The usual encoding (fixstr dtype, fixarray of uint shape) is parsed by hand: a msgpack Unpacker
+    per array costs more than the rest of the decode for small arrays.
+    """
+    n = len(payload)
+    if n > 3 and payload[0] == 0x93 and 0xA0 <= payload[1] <= 0xBF:
+        end = 2 + (payload[1] & 0x1F)
+        if end < n and 0x90 <= payload[end] <= 0x9F:
+            dtype_str = payload[2:end].decode("ascii", "replace")
+            pos, shape = end + 1, []
+            for _ in range(payload[end] & 0x0F):
+                if pos >= n:
+                    break
+                b = payload[pos]
+                if b <= 0x7F:
+                    shape.append(b)
+                    pos += 1
+                elif b in _UINT_FORMATS:
+                    fmt = _UINT_FORMATS[b]
+                    if pos + 1 + struct.calcsize(fmt) > n:
+                        break
+                    shape.append(struct.unpack_from(fmt, payload, pos + 1)[0])
+                    pos += 1 + struct.calcsize(fmt)
+                else:
+                    break
+            else:
+                return dtype_str, shape, pos
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(n, 1))
+    unpacker.feed(payload)
+    try:
+        if unpacker.read_array_header() != 3:
+            raise DecodeError("array payload must be the list [dtype, shape, data]")
+        dtype_str = unpacker.unpack()
+        shape = unpacker.unpack()
+    except DecodeError:
+        raise
+    except Exception as e:  # msgpack raises several unrelated types for malformed bytes
+        raise DecodeError(f"malformed array payload: {e}") from e
+    return dtype_str, shape, unpacker.tell()
+
+
 def _ext_hook(code: int, payload: bytes) -> np.ndarray:
     if code != ARRAY_EXT_CODE:
         raise DecodeError(f"unknown MessagePack ext type code {code}; only 1 (array) is allowed")
-    try:
-        header = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except Exception as e:  # msgpack raises several unrelated types for malformed bytes
-        raise DecodeError(f"malformed array payload: {e}") from e
-    if not isinstance(header, list) or len(header) != 3:
-        raise DecodeError("array payload must be the list [dtype, shape, data]")
-    dtype_str, shape, data = header
+    dtype_str, shape, offset = _read_header(payload)
     dtype = check_dtype(dtype_str)
     if (
         not isinstance(shape, list)
@@ -113,14 +164,24 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise DecodeError(f"array shape must be a list of non-negative ints, got {shape!r}")
-    if not isinstance(data, bytes):
+    marker = payload[offset] if offset < len(payload) else None
+    if marker not in _BIN_HEADERS:
         raise DecodeError("array data must be MessagePack bin bytes")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
+    size_len, size_fmt = _BIN_HEADERS[marker]
+    if offset + 1 + size_len > len(payload):
+        raise DecodeError("array data header is cut short")
+    (nbytes,) = struct.unpack_from(size_fmt, payload, offset + 1)
+    start = offset + 1 + size_len
+    if start + nbytes != len(payload):
+        raise DecodeError("array payload has bytes after its data, or its data is cut short")
+    count = math.prod(shape)
+    if nbytes != count * dtype.itemsize:
         raise DecodeError(
-            f"array data has {len(data)} bytes but dtype {dtype_str} and shape {shape} need {expected}"
+            f"array data has {nbytes} bytes but dtype {dtype_str} and shape {shape}"
+            f" need {count * dtype.itemsize}"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    # Views the payload in place (no second copy); read-only.
+    return np.frombuffer(payload, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
 def decode(data: bytes | bytearray | memoryview, *, max_bytes: int | None = None) -> Any:
