@@ -102,9 +102,15 @@ def _encode_into(obj: Any, out: list[Any]) -> None:
 
 def encode(obj: Any) -> bytes:
     """Encodes a nest (maps, lists, arrays, scalars) as MessagePack bytes."""
+    return b"".join(encode_parts(obj))
+
+
+def encode_parts(obj: Any) -> list[bytes | memoryview]:
+    """``encode(obj)`` before the join: headers and zero-copy views of the arrays' bytes, for
+    callers that assemble a larger message or write the parts out one by one."""
     chunks: list[Any] = []
     _encode_into(obj, chunks)
-    return b"".join(chunks)
+    return chunks
 
 
 _UINT_FORMATS = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q"}

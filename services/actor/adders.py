@@ -104,7 +104,8 @@ class NStepTransitionAdder:
         self._current: np.ndarray | None = None  # (num_envs, *obs_shape)
         self._action = np.zeros((n, num_envs), np.int32)
         self._reward = np.zeros((n, num_envs), np.float32)
-        k = np.arange(n)
+        k = self._k = np.arange(n)
+        self._first = k == 0
         # order[s]: ring slots from oldest to newest when the newest step is in slot s.
         self._order = (k[None, :] + k[:, None] + 1) % n  # (n, n)
         # weights[s] @ reward: the n-step return of the oldest step when the newest is in slot s.
@@ -151,6 +152,7 @@ class NStepTransitionAdder:
         self._action[slot] = action
         self._reward[slot] = reward
         self._time = t + 1
+        next_observation = np.asarray(next_observation, np.float32)
         terminated = np.asarray(terminated, bool)
         done = terminated | np.asarray(truncated, bool)
         length = np.minimum(t + 1 - self._start, n)  # (num_envs,) steps in each window
@@ -183,15 +185,10 @@ class NStepTransitionAdder:
         k is the position in a window ordered oldest first; an env's window is its last
         ``length`` positions.
         """
-        n = self._n
         order = self._order[slot]
-        k = np.arange(n)
-        emit = np.where(
-            done[:, None],
-            k >= n - length[:, None],  # ended: all open transitions
-            (k == 0) & (length[:, None] == n),  # going on: the oldest, if the window is full
-        )  # (num_envs, n)
-        env, k = np.nonzero(emit)  # items, grouped by env, oldest first
+        # Ended envs: every open position; the others: position 0, if their window is full.
+        emit = (self._k >= self._n - length[:, None]) & (done[:, None] | self._first)
+        env, k = np.nonzero(emit)  # (items,) each: grouped by env, oldest first
         if len(env) == 0:
             return
         returns = self._upper @ self._reward[order]  # (n, num_envs): returns from each k

@@ -13,6 +13,7 @@ The acting thread never waits on the network, except through the writer's bounde
 from __future__ import annotations
 
 import asyncio
+import os
 import collections
 import contextlib
 import logging
@@ -33,7 +34,7 @@ from services.actor.variable_client import VariableClient
 from services.actor.writer import InsertWriter
 from shared.agents.dqn import DQNConfig, make_network, make_policy
 from shared.clients import LearnerClient, ReplayClient, make_http_client
-from shared.errors import ConnectionFailed, ServiceUnavailable
+from shared.errors import ConnectionFailed, ServiceError, ServiceUnavailable
 from shared.interfaces import Adder
 
 log = logging.getLogger(__name__)
@@ -88,43 +89,62 @@ class ActingLoop:
         self._stop.set()
 
     def run(self) -> None:
-        num_envs = self._env.num_envs
-        observation, _ = self._env.reset(seed=self._seed)
-        if self._adder is not None:
-            self._adder.add_first(observation)
-        key = jax.random.PRNGKey(self._seed)
-        returns = np.zeros(num_envs, np.float64)
-        lengths = np.zeros(num_envs, np.int64)
+        self._begin()
         while not self._stop.is_set():
-            epsilons = self._epsilons(self.steps)  # (num_envs,)
-            actions, key = self._policy(self._variables.params, observation, epsilons, key)
-            actions = np.asarray(actions)  # (num_envs,) int32
-            step = environment.step(self._env, actions)
-            if self._adder is not None:
-                self._adder.add(
-                    actions,
-                    step.reward,
-                    step.final_observation,
-                    terminated=step.terminated,
-                    truncated=step.truncated,
-                )
-            returns += step.reward
-            lengths += 1
-            done = step.done
-            if done.any():
-                for b in np.flatnonzero(done):
-                    self.finished.append({"return": float(returns[b]), "length": int(lengths[b])})
-                    self.recent_returns.append(float(returns[b]))
-                returns[done] = 0.0
-                lengths[done] = 0
-                self.episodes += int(done.sum())
-                if self._adder is not None:
-                    self._adder.add_first(step.observation, envs=done)
-            observation = step.observation
-            self.steps += num_envs
-            self._variables.update(self.steps)
+            self._step()
+        self._end()
+
+    async def run_async(self, wait_for_room) -> None:
+        self._begin()
+        while not self._stop.is_set():
+            self._step()
+            if wait_for_room is not None:
+                await wait_for_room()
+            await asyncio.sleep(0)
+        self._end()
+
+    def _begin(self) -> None:
+        num_envs = self._env.num_envs
+        self._observation, _ = self._env.reset(seed=self._seed)
+        if self._adder is not None:
+            self._adder.add_first(self._observation)
+        self._key = jax.random.PRNGKey(self._seed)
+        self._returns = np.zeros(num_envs, np.float64)
+        self._lengths = np.zeros(num_envs, np.int64)
+
+    def _end(self) -> None:
         if self._adder is not None:
             self._adder.flush()
+
+    def _step(self) -> None:
+        num_envs = self._env.num_envs
+        epsilons = self._epsilons(self.steps)  # (num_envs,)
+        actions, self._key = self._policy(self._variables.params, self._observation, epsilons, self._key)
+        actions = np.asarray(actions)  # (num_envs,) int32
+        step = environment.step(self._env, actions)
+        if self._adder is not None:
+            self._adder.add(
+                actions,
+                step.reward,
+                step.final_observation,
+                terminated=step.terminated,
+                truncated=step.truncated,
+            )
+        self._returns += step.reward
+        self._lengths += 1
+        done = step.done
+        if done.any():
+            for b in np.flatnonzero(done):
+                self.finished.append({"return": float(self._returns[b]), "length": int(self._lengths[b])})
+                self.recent_returns.append(float(self._returns[b]))
+            self._returns[done] = 0.0
+            self._lengths[done] = 0
+            self.episodes += int(done.sum())
+            if self._adder is not None:
+                self._adder.add_first(step.observation, envs=done)
+        self._observation = step.observation
+        self.steps += num_envs
+        self._variables.update(self.steps)
 
 
 def actor_seed(settings: ActorSettings, experiment_seed: int) -> int:
@@ -159,6 +179,7 @@ class ActorRuntime:
         self._reporter: asyncio.Task[None] | None = None
         self._unreported: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
         self._reported_steps = 0
+        self._report_error: str | None = None
         self._stopping = asyncio.Event()
 
     @property
@@ -212,7 +233,7 @@ class ActorRuntime:
             )
             self.writer.start()
             adder = NStepTransitionAdder(
-                self.writer.put,
+                self.writer.put_nowait if os.environ.get("EXP_ASYNC") else self.writer.put,
                 num_envs=self.num_envs,
                 n_step=config.n_step,
                 discount=config.discount,
@@ -230,7 +251,10 @@ class ActorRuntime:
             self.settings.role,
             self.variables.version,
         )
-        self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
+        if os.environ.get("EXP_ASYNC"):
+            self._thread = asyncio.ensure_future(self.acting.run_async(self.writer.wait_for_room if self.writer else None))
+        else:
+            self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
 
     def _epsilon_fn(self, config: DQNConfig) -> Callable[[int], np.ndarray]:
         num_envs = self.num_envs
@@ -299,9 +323,14 @@ class ActorRuntime:
                 evaluation=self.evaluation,
             )
         except (ConnectionFailed, ServiceUnavailable) as e:
-            self.last_error = f"report: {e}"
+            self._report_error = f"report: {e}"
             log.warning("could not report to the learner (kept for later): %s", e)
             return
+        except ServiceError as e:
+            self._report_error = f"report refused: {e}"
+            log.error("the learner refused a report of %d episodes (dropped): %s", len(episodes), e)
+        else:
+            self._report_error = None
         self._reported_steps = steps
         for _ in episodes:
             self._unreported.popleft()
@@ -354,6 +383,7 @@ class ActorRuntime:
                 self.last_error,
                 writer and writer.last_error,
                 variables and variables.last_error,
+                self._report_error,
             )
             if e
         ]

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from shared.clients import LearnerClient
-from shared.errors import ConnectionFailed, NotFound, ServiceUnavailable
+from shared.errors import ConnectionFailed, NotFound, RlfleetError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class VariableClient:
         self._max_backoff_s = max_backoff_s
         self._current: tuple[int, Any] | None = None  # swapped whole: readers see one pair
         self._last_request_step = 0
+        self._pulling = False  # a pull was asked for and has not finished
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -64,9 +65,17 @@ class VariableClient:
         return self._current
 
     def update(self, steps: int) -> None:
-        """Called with the actor's env step count, from any thread; never blocks."""
-        if steps - self._last_request_step >= self._period and self._loop is not None:
+        """Called with the actor's env step count, from any thread; never blocks.
+
+        As in Acme, a pull is not asked for while the previous one is still going on.
+        """
+        if (
+            steps - self._last_request_step >= self._period
+            and not self._pulling
+            and self._loop is not None
+        ):
             self._last_request_step = steps
+            self._pulling = True
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def wait_first(self, *, timeout_s: float | None = None) -> None:
@@ -100,17 +109,21 @@ class VariableClient:
             self._wake.clear()
             try:
                 await self._fetch()
-            except _UNREACHABLE as e:
-                # Keep acting with the parameters we have; the next update tries again.
+            except RlfleetError as e:
+                # Learner away (or answering nonsense): keep acting with the parameters we have;
+                # the next update tries again.
                 self.last_error = f"params: {e}"
                 log.warning(
-                    "could not pull parameters (acting goes on with version %s): %s",
+                    "could not pull parameters (acting goes on with version %s): %r",
                     self.version,
                     e,
                 )
+            finally:
+                self._pulling = False
 
     async def _fetch(self) -> None:
         result = await self._learner.params(if_newer_than=self.version, timeout_s=self._timeout_s)
+        self.last_error = None
         if result is None:
             self.not_modified += 1
             return

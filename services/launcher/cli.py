@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
         " all), over the launcher's own; e.g. --env learner:SAMPLE_PREFETCH=4 (repeatable)",
     )
     run.add_argument(
+        "--jax-cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="JAX's persistent compilation cache (default: $XDG_CACHE_HOME/rlfleet/jax)",
+    )
+    run.add_argument(
+        "--no-jax-cache",
+        action="store_true",
+        help="compile every XLA program afresh (a cold start)",
+    )
+    run.add_argument(
         "--grace-seconds", type=float, default=10.0, help="SIGTERM to SIGKILL (default 10)"
     )
     run.add_argument("--log-level", default="info", help="of the services (default info)")
@@ -163,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
+    from services.launcher.processes import default_jax_cache_dir
     from services.launcher.run import Run, RunOptions
 
     name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -188,6 +200,7 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
         grace_s=args.grace_seconds,
         log_level=args.log_level,
         extra_env=extra_env,
+        jax_cache_dir=None if args.no_jax_cache else args.jax_cache_dir or default_jax_cache_dir(),
     )
     if opts.run_dir.exists() and any(opts.run_dir.iterdir()):
         console.print(f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name")

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from services.launcher.processes import SINGLE_THREADED
+from services.launcher.processes import SINGLE_THREADED, default_jax_cache_dir, jax_cache_env
 
 
 class EvalError(RuntimeError):
@@ -58,7 +58,7 @@ def run_episodes(
     checkpoint_path: Path, *, episodes: int, env_id: str | None = None, seed: int = 0
 ) -> tuple[dict[str, Any], list[float]]:
     """Loads the checkpoint and returns (its header, the greedy returns of ``episodes``)."""
-    for key, value in SINGLE_THREADED.items():
+    for key, value in {**SINGLE_THREADED, **jax_cache_env(default_jax_cache_dir())}.items():
         os.environ.setdefault(key, value)
     import gymnasium
     import numpy as np

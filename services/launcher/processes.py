@@ -62,6 +62,26 @@ SINGLE_THREADED = {
 }
 
 
+def default_jax_cache_dir() -> Path:
+    """Where compiled XLA programs are kept between runs: ``$XDG_CACHE_HOME/rlfleet/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rlfleet" / "jax"
+
+
+def jax_cache_env(directory: Path) -> dict[str, str]:
+    """JAX's persistent compilation cache in ``directory``, for every program however small.
+
+    Compiling the learner's update and the actors' policy is most of a service's start-up CPU
+    (about 7 of the learner's 10 CPU seconds); a warm cache skips it (docs/launcher.md). The cache
+    key covers JAX's version, the backend and XLA_FLAGS; an unreadable entry is recompiled.
+    """
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(directory),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 def free_port() -> int:
     """A TCP port that was free on loopback a moment ago."""
     with socket.socket() as s:

@@ -34,6 +34,7 @@ from services.launcher.processes import (
     ChildExited,
     child_env,
     free_port,
+    jax_cache_env,
     stop_children,
     wait_healthy,
 )
@@ -74,6 +75,7 @@ class RunOptions:
     log_level: str = "info"
     threads: dict[str, str] = field(default_factory=lambda: dict(SINGLE_THREADED))
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # by module or "all"
+    jax_cache_dir: Path | None = None  # None: compile everything afresh
 
     @property
     def run_dir(self) -> Path:
@@ -82,6 +84,7 @@ class RunOptions:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["runs_dir"] = str(self.runs_dir)
+        out["jax_cache_dir"] = self.jax_cache_dir and str(self.jax_cache_dir)
         out["token"] = "***" if self.token else None
         return out
 
@@ -98,6 +101,8 @@ def plan_children(opts: RunOptions) -> tuple[Child, Child, list[Child], Child | 
     """The processes of a run with their ports and environments (not started)."""
     logs = opts.run_dir / "logs"
     common = {"HOST": "127.0.0.1", "LOG_LEVEL": opts.log_level}
+    if opts.jax_cache_dir is not None:
+        common.update(jax_cache_env(opts.jax_cache_dir.resolve()))
     if opts.token:
         common["RLFLEET_TOKEN"] = opts.token
 

@@ -136,6 +136,10 @@ class Checkpointer:
             old.unlink(missing_ok=True)
         return path
 
+    def save_state(self, header: dict[str, Any], state: Any) -> Path:
+        """``save`` with the training-state pytree stored as ``training_state``."""
+        return self.save({**header, "training_state": state_to_nest(state)})
+
     def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint, or None when there is none. Raises CheckpointError if unreadable."""
         paths = self.paths()

@@ -31,7 +31,6 @@ from services.learner.checkpoint import (
     Checkpointer,
     check_compatible,
     state_from_nest,
-    state_to_nest,
 )
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import MetricsLogger, PrometheusMetrics
@@ -369,7 +368,7 @@ class LearnerLoop:
             progress = (step, version, self.counters.actor_steps, self.counters.eval_episodes)
             if progress == self._saved_progress:
                 return  # nothing new since the last checkpoint
-            snapshot = {
+            header = {
                 "agent": self.agent,
                 "env_id": self.env_id,
                 "agent_config": self.config.to_dict(),
@@ -378,15 +377,11 @@ class LearnerLoop:
                 "counters": self.counters.save(),
             }
             start = time.perf_counter()
-            path = await asyncio.to_thread(self._save_sync, snapshot, state)
+            path = await asyncio.to_thread(self.checkpointer.save_state, header, state)
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
             self.last_checkpoint = {"step": step, "path": str(path)}
             self._saved_progress = progress
             log.info("checkpoint at step %d, version %d: %s", step, version, path)
-
-    def _save_sync(self, snapshot: dict[str, Any], state: Any) -> Any:
-        assert self.checkpointer is not None
-        return self.checkpointer.save({**snapshot, "training_state": state_to_nest(state)})
 
     # ---- status --------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.tables.begin_shutdown()
             await store.close()
 
     app = FastAPI(
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = time.time()
     app.state.backend = "redis" if settings.redis_url else "memory"
     app.include_router(routes.router)
+    app.router.routes[:0] = routes.BULK_ROUTES  # matched first: see routes.py
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(DecodeError, _decode_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -144,7 +146,7 @@ class Guard:
         try:
             await self.app(scope, receive, send)
         finally:
-            key = (scope["method"], getattr(scope.get("route"), "path", "other"))
+            key = (scope["method"], getattr(scope.get("endpoint"), "__name__", "other"))
             timer = self._timers.get(key)
             if timer is None:
                 timer = self._timers[key] = self.latency.labels(*key)

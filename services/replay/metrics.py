@@ -31,8 +31,8 @@ class ReplayMetrics:
         )
         self.latency = Histogram(
             "rlfleet_replay_request_seconds",
-            "Request latency by route.",
-            ["method", "route"],
+            "Request latency by endpoint.",
+            ["method", "endpoint"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
             registry=self.registry,
         )

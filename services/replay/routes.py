@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.routing import Route
 
 from services.replay.config import TableConfig
 from services.replay.table import Tables
@@ -56,17 +57,57 @@ def _answer(request: Request, out: dict[str, Any]) -> Response:
     accept = request.headers.get("accept", "")
     if "application/json" in accept and codec.CONTENT_TYPE not in accept:
         return JSONResponse(_jsonable(out))
-    return Response(content=_encode_map(out), media_type=codec.CONTENT_TYPE)
+    return MsgpackResponse(_encode_map(out))
 
 
-def _encode_map(out: dict[str, Any]) -> bytes:
-    """``codec.encode(out)`` for an answer whose only nest is ``data``: the plain values (lists
-    of keys, priorities...) are packed in one C call each instead of item by item."""
-    chunks = [_PACKER.pack_map_header(len(out))]
+def _encode_map(out: dict[str, Any]) -> list[bytes | memoryview]:
+    """``codec.encode_parts(out)`` for an answer whose only nest is ``data``: the plain values
+    (lists of keys, priorities...) are packed in one C call each without looking at their items."""
+    parts: list[bytes | memoryview] = [_PACKER.pack_map_header(len(out))]
     for key, value in out.items():
-        chunks.append(_PACKER.pack(key))
-        chunks.append(codec.encode(value) if key == "data" else _PACKER.pack(value))
-    return b"".join(chunks)
+        parts.append(_PACKER.pack(key))
+        if key == "data":
+            parts.extend(codec.encode_parts(value))
+        else:
+            parts.append(_PACKER.pack(value))
+    return parts
+
+
+class MsgpackResponse(Response):
+    """A MessagePack body written as it was encoded: small parts joined, large array views sent
+    as they are, so a batch of big items is not copied once more into one bytes object."""
+
+    media_type = codec.CONTENT_TYPE
+    _LARGE = 256 * 1024
+
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
+        self.parts: list[bytes | memoryview] = []
+        pending: list[bytes | memoryview] = []
+        for part in parts:
+            if len(part) >= self._LARGE:
+                if pending:
+                    self.parts.append(b"".join(pending))
+                    pending = []
+                self.parts.append(part)
+            else:
+                pending.append(part)
+        if pending or not self.parts:
+            self.parts.append(b"".join(pending))
+        super().__init__(headers={"content-length": str(sum(map(len, self.parts)))})
+
+    def init_headers(self, headers: Any = None) -> None:
+        self.raw_headers = [
+            (b"content-length", headers["content-length"].encode()),
+            (b"content-type", self.media_type.encode()),
+        ]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        last = len(self.parts) - 1
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < last})
 
 
 def _jsonable(x: Any) -> Any:
@@ -105,29 +146,59 @@ async def table_info(name: str, request: Request) -> dict[str, Any]:
     return await _tables(request).info(name)
 
 
-@router.post("/tables/{name}/insert", openapi_extra=_MSGPACK_BODY)
-async def insert(name: str, request: Request) -> Response:
+# The bulk routes are plain Starlette endpoints, registered ahead of FastAPI's routes (see
+# ``app.py``): FastAPI's per-request machinery (parameter solving, response handling) costs about as
+# much as everything these endpoints do. The ``@router`` declarations below them only document them
+# in the OpenAPI schema and delegate to them.
+
+
+async def insert(request: Request) -> Response:
     """``{"items": [{"data": nest, "priority": p}], "timeout_ms"}`` or the columnar
     ``{"columns": nest with a batch axis, "priorities": [...], "timeout_ms"}`` -> ``{"keys"}``."""
+    name = request.path_params["name"]
     keys = await _tables(request).insert(name, await _decoded(request))
     return _answer(request, {"keys": keys})
 
 
-@router.post("/tables/{name}/sample", openapi_extra=_MSGPACK_BODY)
-async def sample(name: str, request: Request) -> Response:
+async def sample(request: Request) -> Response:
     """``{"batch_size", "timeout_ms"}`` -> keys, probabilities, priorities, times_sampled,
     table_size and data (a nest with a leading batch axis)."""
-    out = await _tables(request).sample(name, await _decoded(request))
+    out = await _tables(request).sample(request.path_params["name"], await _decoded(request))
     return _answer(request, out)
 
 
-@router.post("/tables/{name}/priorities", openapi_extra=_MSGPACK_BODY)
-async def priorities(name: str, request: Request) -> Response:
+async def priorities(request: Request) -> Response:
     """``{"keys", "priorities", "deletes"}`` (MessagePack or JSON) -> ``{"updated", "deleted"}``."""
-    out = await _tables(request).mutate(name, await _decoded(request))
+    out = await _tables(request).mutate(request.path_params["name"], await _decoded(request))
     if request.headers.get("content-type", "").startswith("application/json"):
         return JSONResponse(out)
     return _answer(request, out)
+
+
+BULK_ROUTES = [
+    Route("/tables/{name}/insert", insert, methods=["POST"]),
+    Route("/tables/{name}/sample", sample, methods=["POST"]),
+    Route("/tables/{name}/priorities", priorities, methods=["POST"]),
+]
+
+
+def _documented(endpoint: Any) -> Any:
+    async def documented(name: str, request: Request) -> Response:
+        return await endpoint(request)
+
+    documented.__doc__ = endpoint.__doc__
+    documented.__name__ = endpoint.__name__
+    return documented
+
+
+for _route in BULK_ROUTES:
+    router.add_api_route(
+        _route.path,
+        _documented(_route.endpoint),
+        methods=["POST"],
+        openapi_extra=_MSGPACK_BODY,
+        response_class=Response,
+    )
 
 
 @router.post("/tables/{name}/reset")

@@ -316,3 +316,25 @@ def test_episode_longer_than_max_length_is_an_error():
     adder = EpisodeAdder(Requests(), num_envs=1, max_length=3, batch_size=1)
     with pytest.raises(ValueError, match="max_length"):
         run_episode(adder, [1.0, 2.0, 3.0], terminated=True)
+
+
+def test_float64_observations_become_float32_items():
+    sink = Requests()
+    adder = NStepTransitionAdder(sink, num_envs=2, n_step=2, discount=GAMMA, batch_size=2)
+    adder.add_first(obs(0, 2).astype(np.float64))
+    for t in range(3):
+        adder.add(
+            np.ones(2, np.int64),
+            np.ones(2, np.float64),
+            obs(t + 1, 2).astype(np.float64),
+            terminated=np.array([False, t == 2]),
+            truncated=np.zeros(2, bool),
+        )
+    for request in sink:
+        assert {k: v.dtype for k, v in request.items()} == {
+            "observation": np.float32,
+            "action": np.int32,
+            "reward": np.float32,
+            "discount": np.float32,
+            "next_observation": np.float32,
+        }

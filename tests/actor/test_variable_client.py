@@ -78,6 +78,7 @@ async def test_keeps_its_params_while_the_learner_fails(server):
             server.fail_with = None
             client.update(2)
             await wait_for(lambda: client.version == 5)
+            assert client.last_error is None  # it shows current trouble, not history
         finally:
             await client.aclose()
 

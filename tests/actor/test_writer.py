@@ -110,6 +110,7 @@ async def test_retries_while_replay_is_down():
         async with serve(create_app(Settings()), port=port, lifespan="on"):
             await wait_for(lambda: writer.inserted_items == 4)
             assert (await replay.info("t"))["num_inserts"] == 4
+            assert writer.last_error is None and writer.retries >= 2
             await writer.drain(1.0)
 
 

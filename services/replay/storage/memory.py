@@ -17,7 +17,7 @@ import numpy as np
 
 from services.replay.config import TableConfig
 from services.replay.storage.base import Columns, Counters, SampleResult, Signature, check_columns
-from services.replay.storage.structures import BestTree, OrderRing, SumTree
+from services.replay.storage.structures import BestTree, OrderRing, SumTree, zeros
 from shared.errors import Conflict, NotFound
 
 _INITIAL_CAPACITY = 1024
@@ -72,11 +72,17 @@ class _Table:
         self.seq = 0  # insert sequence, never reset, so keys are never reused
         self.event: asyncio.Event | None = None
         self.configured = config.signature_leaves()
+        self.elide_priorities = not {config.sampler.kind, config.remover.kind} & {
+            "prioritized",
+            "max_heap",
+            "min_heap",
+        }
         self.capacity = min(config.max_size, _INITIAL_CAPACITY)
         self.structures: list[Any] = []
         by_kind: dict[Any, Any] = {}
         self.sampler = self._selector(config.sampler, by_kind)
         self.remover = self._selector(config.remover, by_kind)
+        self.ring: OrderRing | None = by_kind.get("ring")
         self.reset()
 
     def _selector(self, spec: Any, by_kind: dict[Any, Any]) -> _Selector:
@@ -99,10 +105,12 @@ class _Table:
         self.signature: Signature | None = self.configured
         self.template: Any = self.config.signature
         self.columns: dict[tuple[str | int, ...], np.ndarray] = {}
-        self.keys = np.empty(self.capacity, np.int64)
-        self.priorities = np.empty(self.capacity)
-        self.times_sampled = np.empty(self.capacity, np.int32)
-        self.free = np.empty(self.capacity, np.int32)
+        self.keys = zeros(self.capacity, np.int64)
+        # While every priority is the same (e.g. all 1.0 in a uniform table) none is stored.
+        self.priorities: np.ndarray | None = None if self.elide_priorities else zeros(self.capacity)
+        self.same_priority: float | None = None
+        self.times_sampled = zeros(self.capacity, np.int32)
+        self.free = zeros(self.capacity, np.int32)
         self.num_free = 0
         self.high_water = 0  # slots [0, high_water) have been used
         self.size = self.inserts = self.samples = self.deletes = 0
@@ -117,7 +125,7 @@ class _Table:
     def _allocate_columns(self) -> None:
         assert self.signature is not None
         self.columns = {
-            path: np.empty((self.capacity, *shape), dtype)
+            path: zeros((self.capacity, *shape), dtype)
             for path, (dtype, shape) in self.signature.items()
         }
 
@@ -137,13 +145,14 @@ class _Table:
         hw = self.high_water
 
         def grown(a: np.ndarray, used: int) -> np.ndarray:
-            out = np.empty((cap, *a.shape[1:]), a.dtype)
+            out = zeros((cap, *a.shape[1:]), a.dtype)
             out[:used] = a[:used]
             return out
 
         self.columns = {p: grown(a, hw) for p, a in self.columns.items()}
         self.keys = grown(self.keys, hw)
-        self.priorities = grown(self.priorities, hw)
+        if self.priorities is not None:
+            self.priorities = grown(self.priorities, hw)
         self.times_sampled = grown(self.times_sampled, hw)
         self.free = grown(self.free, self.num_free)
         self.capacity = cap
@@ -154,6 +163,13 @@ class _Table:
                 s.grow(cap)
 
     def _allocate(self, n: int) -> np.ndarray:
+        if self.ring is not None and self.ring.dense:
+            slots = self.ring.next_slots(n)
+            top = int(slots.max()) + 1
+            if top > self.capacity:
+                self._grow(top)
+            self.high_water = max(self.high_water, top)
+            return slots
         reuse = min(n, self.num_free)
         fresh = n - reuse
         if self.high_water + fresh > self.capacity:
@@ -165,13 +181,35 @@ class _Table:
         self.high_water += fresh
         return slots
 
-    def remove(self, slots: np.ndarray) -> None:
-        """Removes live, unique ``slots`` (counted as deletes)."""
+    def priorities_of(self, slots: np.ndarray) -> np.ndarray:
+        if self.priorities is None:
+            return np.full(len(slots), self.same_priority)
+        return self.priorities[slots]
+
+    def _set_priorities(self, where: slice | np.ndarray, values: np.ndarray) -> None:
+        if self.priorities is None:
+            if self.same_priority is None and len(values):
+                self.same_priority = float(values[0])
+            if (values == self.same_priority).all():
+                return
+            self.priorities = zeros(self.capacity)
+            self.priorities[: self.high_water] = self.same_priority
+        self.priorities[where] = values
+
+    def remove(self, slots: np.ndarray, *, evict: bool = False) -> None:
+        """Removes live, unique ``slots`` (counted as deletes); ``evict``: by the remover."""
+        ring = self.ring
+        if ring is not None and ring.dense and not (evict and ring.at_an_end(slots)):
+            ring.materialize()  # from now on, slots come from the free list
+            free = np.flatnonzero(self.keys[: self.high_water] < 0).astype(np.int32)
+            self.free[: len(free)] = free
+            self.num_free = len(free)
         for s in self.structures:
             s.remove(slots)
         self.keys[_as_range(slots)] = -1
-        self.free[self.num_free : self.num_free + len(slots)] = slots
-        self.num_free += len(slots)
+        if ring is None or not ring.dense:
+            self.free[self.num_free : self.num_free + len(slots)] = slots
+            self.num_free += len(slots)
         self.size -= len(slots)
         self.deletes += len(slots)
         if self.config.max_times_sampled:
@@ -197,14 +235,14 @@ class _Table:
             return None
         overflow = self.size + n - self.config.max_size
         if overflow > 0:
-            self.remove(self.remover.choose(overflow))
+            self.remove(self.remover.choose(overflow), evict=True)
         slots = self._allocate(n)
         seq = np.arange(self.seq, self.seq + n, dtype=np.int64)
         keys = (seq << self.slot_bits) | slots
         self.seq += n
         where = _as_range(slots)  # a slice in the steady state of a fifo table: plain copies
         self.keys[where] = keys
-        self.priorities[where] = priorities
+        self._set_priorities(where, priorities)
         self.times_sampled[where] = 0
         for path, col in columns.items():
             self.columns[path][where] = col
@@ -236,7 +274,7 @@ class _Table:
         return SampleResult(
             keys=keys,
             probabilities=probs,
-            priorities=self.priorities[slots],
+            priorities=self.priorities_of(slots),
             times_sampled=ts,
             table_size=size,
             columns={path: col.take(slots, axis=0) for path, col in self.columns.items()},
@@ -283,7 +321,7 @@ class _Table:
             last = len(keys) - 1 - last
             mask, slots = self.live_slots(keys[last])
             if len(slots):
-                self.priorities[slots] = priorities[last][mask]
+                self._set_priorities(slots, priorities[last][mask])
                 for s in self.structures:
                     s.update(slots)
                 updated = len(slots)

@@ -3,18 +3,19 @@
 So several replay processes can serve the same tables: each ``try_*`` (rate limiter check
 included) is atomic in Redis, and a restarted process finds every acknowledged item and counter.
 
-Layout (``lua/common.lua`` has the details), with no per-item keys:
+Layout (``lua/common.lua`` has the details), with no per-item keys; every column is cut into
+strings ("segments", 256 KiB or more) allocated once at their final size:
 - ``<prefix>:{t:<name>}:h``: a hash with the config, counters and the signature;
-- ``...:d:<c>``: item records, each the leaves' raw bytes in signature order, packed into strings of
-  up to 16 MiB (records never straddle two);
-- ``...:meta``: per slot the insert sequence, priority and times sampled, in one binary string;
-- binary strings for the free slots and the sampler's / remover's structures: a dense array with a
-  position index (uniform), a doubly-linked list (fifo, lifo), a 16-ary sum tree (prioritized), a
-  binary heap with a position index (max_heap, min_heap).
+- ``...:d:<s>``: per slot a record: tag (insert sequence + 1), priority, times sampled, then the
+  leaves' raw bytes in signature order; a record never straddles two segments;
+- ``...:free:<s>``: the free slots; the sampler's / remover's structures: a 16-ary tree of live
+  counts (uniform: rejection sampling over the slots, the counts when unlucky) or of counts and
+  sums of p^a (prioritized), a doubly-linked list (fifo, lifo), a binary heap with a position
+  index (max_heap, min_heap).
 
-Python packs a batch into one records blob (a structured numpy array) and unpacks sampled records
-the same way, as per-leaf views; no Python loop runs per item. Every mutating script PUBLISHes on
-``<prefix>:chan:<name>``; one pattern subscription per process wakes the ``watch``-ers.
+Python packs a batch into one blob of records (a structured numpy array) and reads sampled records
+back the same way, as per-leaf views; no Python loop runs per item. Every mutating script
+PUBLISHes on ``<prefix>:chan:<name>``; one pattern subscription per process wakes the watchers.
 """
 
 from __future__ import annotations
@@ -39,23 +40,13 @@ from shared.errors import Conflict, InvalidRequest, NotFound
 
 _LUA = Path(__file__).with_name("lua")
 _SCRIPTS = ("create", "insert", "sample", "mutate", "reset")
-# one sampled draw, as sample.lua packs it
-_DRAW = np.dtype(
-    {
-        "names": ["seq", "slot", "prob", "prio", "ts"],
-        "formats": ["<i8", "<i4", "<f8", "<f8", "<u4"],
-        "offsets": [0, 8, 12, 20, 28],
-        "itemsize": 32,
-    }
-)
-# the record's meta fields, before the leaves (see lua/common.lua)
-_META = np.dtype(
-    {"names": ["tag", "prio", "ts"], "formats": ["<i8", "<f8", "<u4"], "offsets": [0, 8, 16]}
-)
-_UPDATE = np.dtype(
-    {"names": ["slot", "tag", "prio"], "formats": ["<i4", "<i8", "<f8"], "offsets": [0, 4, 12]}
-)
-_DELETE = np.dtype({"names": ["slot", "tag"], "formats": ["<i4", "<i8"], "offsets": [0, 4]})
+# (packed, like the scripts' struct formats) a draw as sample.lua packs it; a record's meta fields,
+# before its leaves (lua/common.lua); a priority update and a delete for mutate.lua
+_DRAW = np.dtype([("seq", "<i8"), ("slot", "<i4"), ("prob", "<f8"), ("prio", "<f8"), ("ts", "<u4")])
+_META = [("tag", "<i8"), ("prio", "<f8"), ("ts", "<u4")]
+_META_BYTES = 20
+_UPDATE = np.dtype([("slot", "<i4"), ("tag", "<i8"), ("prio", "<f8")])
+_DELETE = np.dtype([("slot", "<i4"), ("tag", "<i8")])
 _RECONNECT_S = 0.5
 
 
@@ -76,19 +67,8 @@ class _Layout:
             [[list(p), dt.str, list(shape)] for p, (dt, shape) in zip(paths, specs, strict=True)],
             separators=(",", ":"),
         )
-        sizes = [dt.itemsize * int(np.prod(shape)) for dt, shape in specs]
-        offsets = np.cumsum([_META.itemsize, *sizes]).tolist()
-        dtype = np.dtype(
-            {
-                "names": [*_META.names, *(f"f{i}" for i in range(len(paths)))],
-                "formats": [
-                    *(_META.fields[f][0] for f in _META.names),
-                    *((dt, shape) if shape else dt for dt, shape in specs),
-                ],
-                "offsets": [*(_META.fields[f][1] for f in _META.names), *offsets[:-1]],
-                "itemsize": offsets[-1],
-            }
-        )
+        leaves = [(f"f{i}", dt, shape) for i, (dt, shape) in enumerate(specs)]
+        dtype = np.dtype(_META + leaves)
         return cls(sig, dict(zip(paths, specs, strict=True)), paths, dtype)
 
     @classmethod
@@ -231,11 +211,8 @@ class RedisStore:
             "fixed_sig": int(layout is not None),
             "sig": layout.sig if layout else "",
             "template": json.dumps(config.signature) if layout else "",
-            "rec_size": layout.dtype.itemsize - _META.itemsize if layout else 0,
+            "rec_size": layout.dtype.itemsize - _META_BYTES if layout else 0,
             "siggen": int(layout is not None),
-            **dict.fromkeys(("size", "inserts", "samples", "deletes", "hwm", "nfree"), 0),
-            **dict.fromkeys(("next_seq", "remaining"), 0),
-            **dict.fromkeys(("s_head", "s_tail", "r_head", "r_tail"), -1),
         }
         flat = [x for kv in state.items() for x in kv]
         reply = await self._run(
@@ -257,7 +234,7 @@ class RedisStore:
                 self._base(name) + ":h", ["config", "sig", "siggen", "next_seq"]
             )
             if config is None:
-                raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+                raise _not_found(name)
             cfg = TableConfig.model_validate_json(config)
             table = _Table(
                 config=cfg,
@@ -316,7 +293,7 @@ class RedisStore:
             name,
             layout.sig,
             json.dumps(template),
-            layout.dtype.itemsize - _META.itemsize,
+            layout.dtype.itemsize - _META_BYTES,
             n,
             records.tobytes(),
             guess,
@@ -326,7 +303,7 @@ class RedisStore:
         status = reply[0]
         if status == -1:
             self._tables.pop(name, None)
-            raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+            raise _not_found(name)
         if status == -2:
             table.layout = _Layout.parse(reply[1].decode())
             check_columns(columns, table.layout.signature)
@@ -350,27 +327,35 @@ class RedisStore:
             self._channel + name,
         )
         if reply[0] == -1:
-            raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+            raise _not_found(name)
         if reply[0] == 0:
             return None
         self._notify(name)
-        _, size, siggen, sig, info, data = reply
+        status, size, siggen, sig, *rest = reply
         if sig:
             table.layout, table.siggen = _Layout.parse(sig.decode()), int(siggen)
         layout = table.layout
         assert layout is not None  # a table with items has a signature
-        draws = np.frombuffer(info, _DRAW)
-        if layout.dtype.itemsize:
-            records = np.frombuffer(
-                data if isinstance(data, bytes) else b"".join(data), layout.dtype
-            )
-        else:
-            records = np.zeros(batch_size, layout.dtype)
+        data = rest[-1]
+        records = np.frombuffer(data if isinstance(data, bytes) else b"".join(data), layout.dtype)
+        if status == 1:  # draws in sequence, each with its own meta fields
+            draws = np.frombuffer(rest[0], _DRAW)
+            keys = (draws["seq"] << table.slot_bits) | draws["slot"]
+            probabilities, priorities = draws["prob"].copy(), draws["prio"].copy()
+            times_sampled = draws["ts"].astype(np.int64)
+        else:  # i.i.d. draws: the records' meta fields are from before the batch
+            slots = np.frombuffer(rest[0], "<i4").astype(np.int64)
+            keys = ((records["tag"] - 1) << table.slot_bits) | slots
+            probabilities = np.frombuffer(rest[1], "<f8").copy() if rest[1] else None
+            if probabilities is None:
+                probabilities = np.full(batch_size, 1.0 / size)
+            priorities = records["prio"].copy()
+            times_sampled = np.minimum(records["ts"] + _draw_counts(slots), 2**32 - 1)
         return SampleResult(
-            keys=(draws["seq"] << table.slot_bits) | draws["slot"],
-            probabilities=draws["prob"].copy(),
-            priorities=draws["prio"].copy(),
-            times_sampled=draws["ts"].astype(np.int64),
+            keys=keys,
+            probabilities=probabilities,
+            priorities=priorities,
+            times_sampled=times_sampled,
             table_size=int(size),
             columns={path: records[f"f{i}"] for i, path in enumerate(layout.paths)},
         )
@@ -394,7 +379,7 @@ class RedisStore:
             "mutate", name, ups.tobytes(), dels.tobytes(), self._channel + name
         )
         if updated == -1:
-            raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+            raise _not_found(name)
         if deleted:
             self._notify(name)
         return int(updated), int(deleted)
@@ -413,9 +398,25 @@ class RedisStore:
     async def reset(self, name: str) -> None:
         await self._table(name)
         if (await self._run("reset", name, self._channel + name))[0] == -1:
-            raise NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+            raise _not_found(name)
         self._notify(name)
         self._tables.pop(name, None)  # reload the signature (and its generation) lazily
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"no table named {name!r}; create it with PUT /tables/{name}")
+
+
+def _draw_counts(slots: np.ndarray) -> np.ndarray:
+    """For each draw, 1 + the number of earlier draws of the same slot in the batch."""
+    n = len(slots)
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    counts = np.empty(n, np.int64)
+    counts[order] = np.arange(n) - first + 1
+    return counts
 
 
 def _matches(columns: Columns, signature: Signature) -> bool:

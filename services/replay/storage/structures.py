@@ -14,9 +14,25 @@ changed), ``grow(capacity)`` and ``clear()``. Slots passed in are unique.
 
 from __future__ import annotations
 
+import math
+import mmap
+
 import numpy as np
 
 _I32 = np.int32
+_MMAP_BYTES = 1 << 16
+
+
+def zeros(shape: int | tuple[int, ...], dtype: np.typing.DTypeLike = np.float64) -> np.ndarray:
+    """A zero-filled array; from 64 KiB up in its own anonymous mapping, so that the memory goes
+    back to the OS when the array is dropped (a table's arrays grow by doubling; freed malloc
+    blocks of that size would stay in the process) and pages never written cost nothing."""
+    shape = (shape,) if isinstance(shape, int) else shape
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _MMAP_BYTES:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
 
 
 class OrderRing:
@@ -24,40 +40,72 @@ class OrderRing:
 
     An entry at ring index ``i`` is live iff ``pos[buf[i]] == i``; removal only clears ``pos``.
     While no entry is dead (the usual fifo table), sampling and eviction skip the liveness checks.
+
+    Dense mode: until the first removal other than an eviction at an end of the ring, the live
+    slots are exactly ``(head + j) % max_size`` for ``j < length`` (the table takes its slots from
+    ``next_slots``), so neither ``buf`` nor ``pos`` exists: 8 bytes less per item and no
+    indirection. ``materialize`` builds them when that stops being true.
     """
 
     def __init__(self, slot_capacity: int, max_size: int) -> None:
         self.max_size = max_size
-        self.pos = np.empty(slot_capacity, _I32)
+        self.slot_capacity = slot_capacity
         self.clear()
 
     def clear(self) -> None:
-        self._set_buf(np.empty(16, _I32))
+        self.dense = True
+        self.buf = self.pos = np.empty(0, _I32)
         self.head = 0
         self.length = 0  # entries in the ring, live or not
         self.live = 0
 
-    def _set_buf(self, buf: np.ndarray) -> None:
-        self.buf = buf
-        self.ar = np.arange(len(buf), dtype=_I32)  # ring indices, sliced instead of computed
-
     def grow(self, slot_capacity: int) -> None:
-        pos = np.empty(slot_capacity, _I32)
-        pos[: len(self.pos)] = self.pos
-        self.pos = pos
+        self.slot_capacity = slot_capacity
+        if not self.dense:
+            pos = zeros(slot_capacity, _I32)
+            pos[: len(self.pos)] = self.pos
+            self.pos = pos
+
+    def next_slots(self, n: int) -> np.ndarray:
+        """Dense mode: the slots the next ``n`` items take."""
+        return (
+            np.arange(self.head + self.length, self.head + self.length + n) % self.max_size
+        ).astype(_I32)
+
+    def at_an_end(self, slots: np.ndarray) -> bool:
+        """Dense mode: are ``slots`` the k oldest (in order) or the k newest (newest first)?"""
+        k = len(slots)
+        if k > self.length:
+            return False
+        j = np.arange(k)
+        if int(slots[0]) == self.head:
+            return bool(((self.head + j) % self.max_size == slots).all())
+        tail = (self.head + self.length - 1) % self.max_size
+        return int(slots[0]) == tail and bool(((tail - j) % self.max_size == slots).all())
+
+    def materialize(self) -> None:
+        """Leaves dense mode: builds ``buf`` and ``pos``."""
+        slots = self.in_order()
+        self.dense = False
+        self.pos = zeros(self.slot_capacity, _I32)
+        self._compact_from(slots, max(16, 2 * len(slots)))
 
     def _span(self, start: int, count: int) -> np.ndarray:
-        """Ring indices of the entries ``start .. start + count - 1`` (a view unless it wraps)."""
+        """Ring indices of the entries ``start .. start + count - 1``."""
         a = (self.head + start) % len(self.buf)
         if a + count <= len(self.buf):
-            return self.ar[a : a + count]
-        return np.concatenate((self.ar[a:], self.ar[: a + count - len(self.buf)]))
+            return np.arange(a, a + count, dtype=_I32)
+        return np.arange(a, a + count, dtype=_I32) % len(self.buf)
 
     def _live_mask(self, idx: np.ndarray) -> np.ndarray:
         return self.pos[self.buf[idx]] == idx
 
     def add(self, slots: np.ndarray) -> None:
         n = len(slots)
+        if self.dense:
+            self.length += n
+            self.live += n
+            return
         self._reserve(n)
         idx = self._span(self.length, n)
         start = int(idx[0])
@@ -76,8 +124,18 @@ class OrderRing:
         pass
 
     def remove(self, slots: np.ndarray) -> None:
-        where = self.pos[slots]
+        """Removes live ``slots``; in dense mode only evictions ``at_an_end`` (else materialize
+        first)."""
         k = len(slots)
+        if self.dense:
+            if int(slots[0]) == self.head:
+                self.head = (self.head + k) % self.max_size
+            self.length -= k
+            self.live -= k
+            if self.live == 0:
+                self.head = 0
+            return
+        where = self.pos[slots]
         if k and self.live == self.length and k <= self.length:
             # fast path: the k oldest in order (fifo) or the k newest, newest first (lifo)
             if int(where[0]) == self.head and (where == self._span(0, k)).all():
@@ -133,13 +191,17 @@ class OrderRing:
         self._compact(new_cap)
 
     def _compact(self, new_cap: int) -> None:
-        slots = self.in_order()
-        self._set_buf(np.empty(max(16, new_cap), _I32))
+        self._compact_from(self.in_order(), new_cap)
+
+    def _compact_from(self, slots: np.ndarray, new_cap: int) -> None:
+        self.buf = zeros(max(16, new_cap), _I32)
         self.buf[: len(slots)] = slots
-        self.pos[slots] = self.ar[: len(slots)]
+        self.pos[slots] = np.arange(len(slots), dtype=_I32)
         self.head, self.length = 0, len(slots)
 
     def in_order(self) -> np.ndarray:
+        if self.dense:
+            return (np.arange(self.head, self.head + self.length) % self.max_size).astype(_I32)
         idx = self._span(0, self.length)
         return self.buf[idx][self._live_mask(idx)]
 
@@ -150,13 +212,19 @@ class OrderRing:
         return self._span(self.length - k, k)[::-1]
 
     def first(self) -> int:
-        return int(self.buf[self.head])
+        return self.head if self.dense else int(self.buf[self.head])
 
     def last(self) -> int:
+        if self.dense:
+            return (self.head + self.length - 1) % self.max_size
         return int(self.buf[(self.head + self.length - 1) % len(self.buf)])
 
     def first_k(self, k: int, *, from_end: bool = False) -> np.ndarray:
         """The ``k`` oldest (or newest) live slots."""
+        if self.dense:
+            j = np.arange(k)
+            ends = self.head + self.length - 1 - j if from_end else self.head + j
+            return (ends % self.max_size).astype(_I32)
         w = min(self.length, k if self.live == self.length else 2 * k + 16)
         while True:
             idx = self._newest(w) if from_end else self._span(0, w)
@@ -169,6 +237,11 @@ class OrderRing:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` i.i.d. uniform draws over the live slots (rejection over the ring)."""
+        if self.dense:
+            j = rng.integers(self.head, self.head + self.length, n)
+            return (j if self.head + self.length <= self.max_size else j % self.max_size).astype(
+                _I32
+            )
         cap = len(self.buf)
         if self.live == self.length:
             j = rng.integers(self.head, self.head + self.length, n)
@@ -200,10 +273,10 @@ class SumTree:
         self.exponent = exponent
         self.priorities = priorities  # the table's array; rebound by ``grow``
         self.cap = 1 << max(0, (slot_capacity - 1).bit_length())
-        self.tree = np.zeros(2 * self.cap)
+        self.tree = zeros(2 * self.cap)
 
     def clear(self) -> None:
-        self.tree = np.zeros(2 * self.cap)
+        self.tree = zeros(2 * self.cap)
 
     def grow(self, slot_capacity: int, priorities: np.ndarray | None = None) -> None:
         if priorities is not None:
@@ -211,7 +284,7 @@ class SumTree:
         cap = 1 << max(0, (slot_capacity - 1).bit_length())
         if cap <= self.cap:
             return
-        tree = np.zeros(2 * cap)
+        tree = zeros(2 * cap)
         tree[cap : cap + self.cap] = self.tree[self.cap :]
         self.cap, self.tree = cap, tree
         lo = cap // 2
@@ -268,16 +341,16 @@ class BestTree:
         self.sign = sign  # +1: highest priority first (max_heap), -1: lowest (min_heap)
         self.table = table  # reads table.priorities and table.keys (rebound when they grow)
         self.cap = 1 << max(0, (slot_capacity - 1).bit_length())
-        self.tree = np.zeros(2 * self.cap, np.int64)
+        self.tree = zeros(2 * self.cap, np.int64)
 
     def clear(self) -> None:
-        self.tree = np.zeros(2 * self.cap, np.int64)
+        self.tree = zeros(2 * self.cap, np.int64)
 
     def grow(self, slot_capacity: int) -> None:
         cap = 1 << max(0, (slot_capacity - 1).bit_length())
         if cap <= self.cap:
             return
-        tree = np.zeros(2 * cap, np.int64)
+        tree = zeros(2 * cap, np.int64)
         tree[cap : cap + self.cap] = self.tree[self.cap :]
         self.cap, self.tree = cap, tree
         lo = cap // 2

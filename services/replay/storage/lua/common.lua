@@ -13,6 +13,9 @@
 -- Columns are read through a page cache and written back in runs at the end of the script, so a
 -- batch touching neighbouring slots costs one GETRANGE / SETRANGE per run, not per item.
 
+local call, floor, min, random = redis.call, math.floor, math.min, math.random
+local pack, unpack_s = struct.pack, struct.unpack
+
 local BASE = KEYS[1]
 local HASH = BASE .. ':h'
 local FANOUT = 16
@@ -27,7 +30,7 @@ local DYNAMIC = {'size', 'inserts', 'samples', 'deletes', 'hwm', 'nfree', 'next_
   's_head', 's_tail', 'r_head', 'r_tail'}
 
 local function load_state()
-  local v = redis.call('HMGET', HASH, unpack(FIELDS))
+  local v = call('HMGET', HASH, unpack(FIELDS))
   if not v[1] then return false end
   for i, f in ipairs(FIELDS) do
     if STRINGS[f] then st[f] = v[i] else st[f] = tonumber(v[i]) end
@@ -40,23 +43,28 @@ local all_segs = {}
 local function segments(key, unit, total)
   local alloc = 262144 -- a jemalloc size class, like every power of two
   while alloc < 64 * unit and alloc < 268435456 do alloc = alloc * 2 end
-  local g = {key = key, unit = unit, total = total, ready = {},
-    per = math.max(1, math.floor((alloc - 10) / unit))} -- 10: sds header and terminator
+  local g = {key = key, unit = unit, total = total, ready = {}, keys = {},
+    per = math.max(1, floor((alloc - 10) / unit))} -- 10: sds header and terminator
   all_segs[#all_segs + 1] = g
   return g
 end
 
 -- unit index -> segment, its key, byte offset of the unit in it
 local function locate(g, u)
-  local s = math.floor(u / g.per)
-  return s, g.key .. ':' .. s, (u - s * g.per) * g.unit
+  local s = floor(u / g.per)
+  local key = g.keys[s]
+  if not key then
+    key = g.key .. ':' .. s
+    g.keys[s] = key
+  end
+  return s, key, (u - s * g.per) * g.unit
 end
 
 -- Before writing into segment s: make sure it exists at its full size.
 local function prepare(g, s, key)
   if g.ready[s] then return end
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('SET', key, string.rep('\0', math.min(g.per, g.total - s * g.per) * g.unit))
+  if call('EXISTS', key) == 0 then
+    call('SET', key, string.rep('\0', min(g.per, g.total - s * g.per) * g.unit))
   end
   g.ready[s] = true
 end
@@ -77,9 +85,9 @@ function Col:load(p)
   if pg then return pg end
   local b = self.pbytes
   local _, key, off = locate(self.seg, p)
-  local s = redis.call('GETRANGE', key, off, off + b - 1)
+  local s = call('GETRANGE', key, off, off + b - 1)
   if #s < b then s = s .. string.rep('\0', b - #s) end
-  pg = {struct.unpack(self.pfmt, s)}
+  pg = {unpack_s(self.pfmt, s)}
   pg[#pg] = nil -- struct.unpack's trailing "next position"
   self.pages[p] = pg
   return pg
@@ -87,7 +95,7 @@ end
 
 -- page table and the index of the element's field 0 in it
 function Col:at(i)
-  local p = math.floor(i / self.page)
+  local p = floor(i / self.page)
   return self:load(p), (i - p * self.page) * self.nf, p
 end
 
@@ -126,9 +134,9 @@ function Col:flush()
     local j, last = i, (s + 1) * g.per - 1
     while j < n and idx[j + 1] == idx[j] + 1 and idx[j + 1] <= last do j = j + 1 end
     local parts = {}
-    for k = i, j do parts[#parts + 1] = struct.pack(self.pfmt, unpack(self.pages[idx[k]], 1, nf)) end
+    for k = i, j do parts[#parts + 1] = pack(self.pfmt, unpack(self.pages[idx[k]], 1, nf)) end
     prepare(g, s, key)
-    redis.call('SETRANGE', key, off, table.concat(parts))
+    call('SETRANGE', key, off, table.concat(parts))
     i = j + 1
   end
   self.dirty = {}
@@ -145,7 +153,7 @@ local free -- created by build_structures (it needs st.max_size)
 
 local function rand()
   -- Redis' math.random has 31 bits; two draws give a full double in [0, 1)
-  return math.random() + math.random() / 2147483647
+  return random() + random() / 2147483647
 end
 
 -- Records, and their meta fields: M[slot] = {tag, priority, times_sampled} as read or written by
@@ -156,7 +164,7 @@ local M, RECS, dirty_meta = {}, {}, {}
 
 local function unpack_meta(slot, s)
   local m
-  if #s < REC_META then m = {0, 0, 0} else m = {struct.unpack('<i8dI4', s)} end
+  if #s < REC_META then m = {0, 0, 0} else m = {unpack_s('<i8dI4', s)} end
   M[slot] = m
   return m
 end
@@ -165,7 +173,7 @@ local function meta(slot)
   local m = M[slot]
   if m then return m end
   local _, key, off = locate(records, slot)
-  return unpack_meta(slot, redis.call('GETRANGE', key, off, off + REC_META - 1))
+  return unpack_meta(slot, call('GETRANGE', key, off, off + REC_META - 1))
 end
 
 -- the whole record as stored (its meta fields may be stale: M has the current ones)
@@ -173,7 +181,7 @@ local function fetch(slot)
   local rec = RECS[slot]
   if rec then return rec end
   local _, key, off = locate(records, slot)
-  rec = redis.call('GETRANGE', key, off, off + records.unit - 1)
+  rec = call('GETRANGE', key, off, off + records.unit - 1)
   RECS[slot] = rec
   if not M[slot] then unpack_meta(slot, rec) end
   return rec
@@ -199,7 +207,7 @@ local function write_records(slots, blob, tag0, guess)
   if guess ~= tag0 then
     local parts = {}
     for k = 1, n do
-      parts[2 * k - 1] = struct.pack('<i8', tag0 + k)
+      parts[2 * k - 1] = pack('<i8', tag0 + k)
       parts[2 * k] = string.sub(blob, (k - 1) * rs + 9, k * rs)
     end
     blob = table.concat(parts)
@@ -211,7 +219,7 @@ local function write_records(slots, blob, tag0, guess)
     local part = blob
     if i > 1 or j < n then part = string.sub(blob, (i - 1) * rs + 1, j * rs) end
     prepare(g, s, key)
-    redis.call('SETRANGE', key, off, part)
+    call('SETRANGE', key, off, part)
     i = j + 1
   end
   for k = 1, n do
@@ -225,7 +233,7 @@ local function flush_meta()
   for slot in pairs(dirty_meta) do
     local m, s, key, off = M[slot], locate(records, slot)
     prepare(records, s, key)
-    redis.call('SETRANGE', key, off, struct.pack('<i8dI4', m[1], m[2], m[3]))
+    call('SETRANGE', key, off, pack('<i8dI4', m[1], m[2], m[3]))
   end
   dirty_meta = {}
 end
@@ -261,7 +269,7 @@ local function tree(role, a)
   local function set_leaf(slot, w, dcount)
     if weighted then levels[0]:set(slot, 1, w) end
     if depth > 0 then
-      local j = math.floor(slot / FANOUT)
+      local j = floor(slot / FANOUT)
       if weighted then dirty[1][j] = true end
       if dcount ~= 0 then
         levels[1]:set(j, CNT, levels[1]:get(j, CNT) + dcount)
@@ -286,7 +294,7 @@ local function tree(role, a)
           if L > 1 then here:set(j, CNT, count) end
           if weighted then here:set(j, 1, sum) end
         end
-        if up then up[math.floor(j / FANOUT)] = true end
+        if up then up[floor(j / FANOUT)] = true end
       end
       dirty[L] = {}
     end
@@ -306,10 +314,10 @@ local function tree(role, a)
   local function uniform_pick()
     local live = s.n
     for _ = 1, 4 do
-      local slot = math.min(math.floor(rand() * st.hwm), st.hwm - 1)
+      local slot = min(floor(rand() * st.hwm), st.hwm - 1)
       if live_tag(slot) ~= 0 then return slot, 1 / live end
     end
-    local r, j = math.min(math.floor(rand() * live), live - 1), 0
+    local r, j = min(floor(rand() * live), live - 1), 0
     for L = depth, 2, -1 do
       local pg, nf, pick = levels[L - 1]:load(j), levels[L - 1].nf, nil
       for k = 0, FANOUT - 1 do
@@ -389,7 +397,7 @@ local function heap(role, sign)
   local function place(i, k, t, slot) ent:put(i, k, t, slot); hpos:put(slot, i) end
   local function sift(i, n, k, t, slot)
     while i > 0 do -- up
-      local parent = math.floor((i - 1) / 2)
+      local parent = floor((i - 1) / 2)
       local pe = ent:at(parent)
       if k < pe[1] or (k == pe[1] and t < pe[2]) then
         place(i, pe[1], pe[2], pe[3])
@@ -499,16 +507,16 @@ local function finish(channel)
   flush_meta()
   local args = {}
   for _, f in ipairs(DYNAMIC) do args[#args + 1] = f; args[#args + 1] = st[f] end
-  redis.call('HSET', HASH, unpack(args))
-  redis.call('PUBLISH', channel, '1')
+  call('HSET', HASH, unpack(args))
+  call('PUBLISH', channel, '1')
 end
 
 -- '<i4' * #t, packed in pieces (unpack is limited by the C stack)
 local function pack_i4(t)
   local parts = {}
   for i = 1, #t, 4096 do
-    local j = math.min(#t, i + 4095)
-    parts[#parts + 1] = struct.pack('<' .. string.rep('i4', j - i + 1), unpack(t, i, j))
+    local j = min(#t, i + 4095)
+    parts[#parts + 1] = pack('<' .. string.rep('i4', j - i + 1), unpack(t, i, j))
   end
   return table.concat(parts)
 end

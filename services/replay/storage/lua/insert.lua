@@ -9,7 +9,7 @@ if n > st.max_size then return redis.error_reply('rlfleet: batch larger than max
 if not can_insert(n) then return {0} end
 if st.sig == '' then
   st.sig, st.rec_size, st.siggen = sig, tonumber(ARGV[3]), st.siggen + 1
-  redis.call('HSET', HASH, 'sig', sig, 'template', ARGV[2], 'rec_size', st.rec_size,
+  call('HSET', HASH, 'sig', sig, 'template', ARGV[2], 'rec_size', st.rec_size,
     'siggen', st.siggen)
 end
 math.randomseed(tonumber(ARGV[7]))
@@ -23,7 +23,7 @@ for i = 1, st.size + n - st.max_size do
   evicted[i] = victim
 end
 -- slots: the newest free ones (in stack order), then the evicted ones, then fresh ones
-local slots, take = {}, math.min(n - #evicted, st.nfree)
+local slots, take = {}, min(n - #evicted, st.nfree)
 for i = st.nfree - take, st.nfree - 1 do slots[#slots + 1] = free:get(i, 1) end
 st.nfree = st.nfree - take
 local refill = #slots
@@ -35,7 +35,7 @@ end
 local blob, unit = write_records(slots, ARGV[5], st.next_seq, tonumber(ARGV[6])), records.unit
 for i = 1, n do
   local p = 0
-  if by_priority then p = struct.unpack('<d', blob, (i - 1) * unit + 9) end
+  if by_priority then p = unpack_s('<d', blob, (i - 1) * unit + 9) end
   item_add(slots[i], p, st.next_seq + i, i > refill and i <= refill + #evicted)
 end
 

@@ -5,7 +5,7 @@ build_structures()
 local ups, dels = ARGV[1], ARGV[2]
 local updated, deleted = 0, 0
 for o = 1, #ups, 20 do
-  local slot, tag, p = struct.unpack('<i4i8d', ups, o)
+  local slot, tag, p = unpack_s('<i4i8d', ups, o)
   if slot < st.hwm and meta(slot)[1] == tag then
     set_meta(slot, 2, p)
     sampler.update(slot, p)
@@ -14,7 +14,7 @@ for o = 1, #ups, 20 do
   end
 end
 for o = 1, #dels, 12 do
-  local slot, tag = struct.unpack('<i4i8', dels, o)
+  local slot, tag = unpack_s('<i4i8', dels, o)
   if slot < st.hwm and meta(slot)[1] == tag then
     item_remove(slot, false)
     deleted = deleted + 1
