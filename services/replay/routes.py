@@ -68,9 +68,31 @@ def _encode_map(out: dict[str, Any]) -> list[bytes | memoryview]:
         parts.append(_PACKER.pack(key))
         if key == "data":
             parts.extend(codec.encode_parts(value))
+        elif isinstance(value, np.ndarray):
+            parts.append(_pack_list(value))
         else:
             parts.append(_PACKER.pack(value))
     return parts
+
+
+_F64 = np.dtype([("tag", "u1"), ("value", ">f8")])  # MessagePack float 64: 0xcb + 8 bytes
+_U64 = np.dtype([("tag", "u1"), ("value", ">u8")])  # MessagePack uint 64: 0xcf + 8 bytes
+
+
+def _pack_list(values: np.ndarray) -> bytes:
+    """A 1-d numeric array as a MessagePack list of numbers, built with numpy (not item by item).
+    Every element takes the 9-byte float 64 or uint 64 form, which any decoder reads."""
+    n = len(values)
+    head = b"\xdc" + n.to_bytes(2, "big") if n < 2**16 else b"\xdd" + n.to_bytes(4, "big")
+    if values.dtype.kind == "f":
+        packed = np.empty(n, _F64)
+        packed["tag"], packed["value"] = 0xCB, values
+    elif values.dtype.kind in "iu" and not (values < 0).any():
+        packed = np.empty(n, _U64)
+        packed["tag"], packed["value"] = 0xCF, values
+    else:
+        return _PACKER.pack(values.tolist())
+    return head + packed.tobytes()
 
 
 class MsgpackResponse(Response):

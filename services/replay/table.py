@@ -34,6 +34,7 @@ from services.replay.storage.base import Signature, TableStore, check_columns
 from shared.errors import InvalidRequest, RateLimited, ServiceUnavailable
 
 T = TypeVar("T")
+MAX_BATCH_SIZE = 1 << 20
 
 
 @dataclass
@@ -169,8 +170,8 @@ class Tables:
         require_map(body, "sample")
         timeout_ms = timeout_ms_of(body)
         n = body.get("batch_size")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise InvalidRequest(f"batch_size must be an int >= 1, got {n!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BATCH_SIZE:
+            raise InvalidRequest(f"batch_size must be an int in [1, {MAX_BATCH_SIZE}], got {n!r}")
         mts = config.max_times_sampled
         if mts and n > config.max_size * mts:
             raise InvalidRequest(
@@ -186,11 +187,11 @@ class Tables:
             name, entry, 1, lambda: self.store.try_sample(name, n), None, timeout_ms
         )
         entry.sampled.inc(n)
-        return {
-            "keys": result.keys.tolist(),
-            "probabilities": result.probabilities.tolist(),
-            "priorities": result.priorities.tolist(),
-            "times_sampled": result.times_sampled.tolist(),
+        return {  # 1-d arrays: the routes answer them as lists of numbers
+            "keys": result.keys,
+            "probabilities": result.probabilities,
+            "priorities": result.priorities,
+            "times_sampled": result.times_sampled,
             "table_size": int(result.table_size),
             "data": nest_from_paths(result.columns),
         }

@@ -3,9 +3,15 @@
 A table's items live in *slots*. Per slot there is one row in every column array plus ``keys``
 (int64, -1 when empty), ``priorities`` (float64) and ``times_sampled`` (int32); the samplers and
 removers keep their own index structures over slots (``structures.py``). Arrays start small and
-double up to ``max_size``; freed slots are reused last-freed first. Inserting and sampling a batch
-are a handful of numpy scatters and gathers, with no Python loop over items except when
-``max_times_sampled`` can remove an item in the middle of a batch.
+double up to ``max_size`` (each in its own mapping: memory goes back to the OS when a smaller one
+is dropped, and untouched pages cost nothing). Inserting and sampling a batch are a handful of
+numpy scatters and gathers, with no Python loop over items except when ``max_times_sampled`` can
+remove an item in the middle of a batch.
+
+Memory per item is the payload plus 12 bytes (key, times sampled) in the usual DQN table (uniform
+or fifo/lifo selectors, one priority for all items, only the remover's evictions): the priorities
+array only exists once two priorities differ, and the order ring only keeps arrays once an item
+leaves from elsewhere than its ends (then freed slots are reused last-freed first).
 """
 
 from __future__ import annotations

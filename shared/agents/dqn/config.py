@@ -9,6 +9,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+_AT_LEAST_ONE = (
+    "n_step",
+    "batch_size",
+    "target_update_period",
+    "max_replay_size",
+    "min_replay_size",
+    "publish_every",
+    "variable_update_period",
+    "insert_batch_size",
+    "num_envs",
+)
+
 
 @dataclass(frozen=True)
 class DQNConfig:
@@ -17,7 +29,7 @@ class DQNConfig:
     # --- loss ---
     discount: float = 0.99
     """Per-step discount gamma; an n-step item carries gamma**m (0 at termination)."""
-    n_step: int = 3
+    n_step: int = 20
     """Steps summed into one replay item by the actors' adder."""
     huber_delta: float = 1.0
     """TD errors beyond this are penalised linearly (Huber loss)."""
@@ -33,7 +45,7 @@ class DQNConfig:
     """Gradients are clipped to this global norm before Adam."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the Q-network's hidden ReLU layers."""
-    target_update_period: int = 100
+    target_update_period: int = 250
     """SGD steps between copies of the online params into the target (used when tau == 0)."""
     tau: float = 0.0
     """Polyak rate target <- tau * online + (1 - tau) * target each step; 0 = periodic copy."""
@@ -43,7 +55,7 @@ class DQNConfig:
     """Epsilon at an actor's first env step."""
     epsilon_end: float = 0.01
     """Epsilon after the linear decay."""
-    epsilon_decay_steps: int = 10_000
+    epsilon_decay_steps: int = 5_000
     """Env steps of one actor (all its envs counted) over which epsilon decays linearly."""
     ape_x_spread: bool = False
     """Instead of the schedule, actor i of N uses base ** (1 + alpha * i / (N - 1)) (Ape-X)."""
@@ -61,9 +73,9 @@ class DQNConfig:
     """Items kept (FIFO removal beyond)."""
     min_replay_size: int = 1_000
     """Items inserted before the first sample."""
-    samples_per_insert: float = 8.0
+    samples_per_insert: float = 32.0
     """Items sampled per item inserted (= updates * batch_size / inserts); the replay ratio."""
-    error_buffer: float = 2_000.0
+    error_buffer: float = 5_000.0
     """Rate limiter slack, in sampled items, around inserts * samples_per_insert."""
     prioritized: bool = False
     """Prioritized sampling by |TD error| instead of uniform."""
@@ -85,29 +97,18 @@ class DQNConfig:
     """Vectorized environments per actor (the NUM_ENVS setting overrides it)."""
 
     def __post_init__(self) -> None:
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"DQNConfig: {name} must be >= 1, got {getattr(self, name)}")
+        epsilons = (self.epsilon_start, self.epsilon_end, self.evaluation_epsilon, self.ape_x_base)
         checks = {
             "discount must be in [0, 1]": 0.0 <= self.discount <= 1.0,
-            "n_step, batch_size, max_replay_size, min_replay_size, publish_every,"
-            " variable_update_period, insert_batch_size and num_envs must be >= 1": min(
-                self.n_step,
-                self.batch_size,
-                self.max_replay_size,
-                self.min_replay_size,
-                self.publish_every,
-                self.variable_update_period,
-                self.insert_batch_size,
-                self.num_envs,
-            )
-            >= 1,
-            "target_update_period must be >= 1": self.target_update_period >= 1,
             "tau must be in [0, 1]": 0.0 <= self.tau <= 1.0,
             "hidden_sizes must be positive ints": all(
                 isinstance(h, int) and h >= 1 for h in self.hidden_sizes
             ),
-            "epsilons must be in [0, 1]": all(
-                0.0 <= e <= 1.0
-                for e in (self.epsilon_start, self.epsilon_end, self.evaluation_epsilon)
-            ),
+            "epsilons (and ape_x_base) must be in [0, 1]": all(0 <= e <= 1 for e in epsilons),
+            "epsilon_decay_steps must be >= 0": self.epsilon_decay_steps >= 0,
             "samples_per_insert must be > 0": self.samples_per_insert > 0,
             "min_replay_size must be <= max_replay_size": (
                 self.min_replay_size <= self.max_replay_size
