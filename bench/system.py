@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.report import Section, machine, markdown, now, print_sections, write_section
+from services.launcher.processes import default_jax_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RETURN = 475.0
@@ -46,10 +47,18 @@ class Attempt:
     env_steps: int
     learner_steps: int
     run_dir: Path
+    cache: str  # "warm": JAX's compilation cache had entries before the run; "cold"; "off"
 
 
 def run_once(seed: int, *, runs_dir: Path, max_seconds: float, extra: list[str]) -> Attempt:
     name = f"system-seed{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    if "--no-jax-cache" in extra:
+        cache = "off"
+    else:
+        directory = default_jax_cache_dir()
+        if "--jax-cache-dir" in extra:
+            directory = Path(extra[extra.index("--jax-cache-dir") + 1])
+        cache = "warm" if directory.is_dir() and any(directory.iterdir()) else "cold"
     command = [
         sys.executable,
         "-m",
@@ -79,13 +88,22 @@ def run_once(seed: int, *, runs_dir: Path, max_seconds: float, extra: list[str])
         env_steps=int(summary["env_steps"]),
         learner_steps=int(summary["learner_steps"]),
         run_dir=runs_dir / name,
+        cache=cache,
     )
 
 
 def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
     per_seed = Section(
         title="Time to solve CartPole-v1 (rlfleet run --actors 2 --until-return 475), per seed",
-        columns=["seed", "solved", "wall s", "whole command s", "env steps", "updates"],
+        columns=[
+            "seed",
+            "solved",
+            "wall s",
+            "whole command s",
+            "env steps",
+            "updates",
+            "XLA cache",
+        ],
         rows=[
             [
                 str(a.seed),
@@ -94,11 +112,14 @@ def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
                 f"{a.process_s:.1f}",
                 f"{a.env_steps:,}",
                 f"{a.learner_steps:,}",
+                a.cache,
             ]
             for a in attempts
         ],
         note="wall s: from the command's start to return_mean_100 >= 475, as the launcher"
-        " measured it; whole command s adds the shutdown of the services."
+        " measured it; whole command s adds the shutdown of the services. XLA cache: whether"
+        " JAX's persistent compilation cache (the launcher's default) already held the"
+        " services' programs; a cold start compiles them (a few CPU seconds per service)."
         + (f" Extra launcher arguments: `{' '.join(extra)}`." if extra else ""),
     )
     solved = [a for a in attempts if a.solved]

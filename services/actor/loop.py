@@ -13,7 +13,6 @@ The acting thread never waits on the network, except through the writer's bounde
 from __future__ import annotations
 
 import asyncio
-import os
 import collections
 import contextlib
 import logging
@@ -89,62 +88,43 @@ class ActingLoop:
         self._stop.set()
 
     def run(self) -> None:
-        self._begin()
-        while not self._stop.is_set():
-            self._step()
-        self._end()
-
-    async def run_async(self, wait_for_room) -> None:
-        self._begin()
-        while not self._stop.is_set():
-            self._step()
-            if wait_for_room is not None:
-                await wait_for_room()
-            await asyncio.sleep(0)
-        self._end()
-
-    def _begin(self) -> None:
         num_envs = self._env.num_envs
-        self._observation, _ = self._env.reset(seed=self._seed)
+        observation, _ = self._env.reset(seed=self._seed)
         if self._adder is not None:
-            self._adder.add_first(self._observation)
-        self._key = jax.random.PRNGKey(self._seed)
-        self._returns = np.zeros(num_envs, np.float64)
-        self._lengths = np.zeros(num_envs, np.int64)
-
-    def _end(self) -> None:
+            self._adder.add_first(observation)
+        key = jax.random.PRNGKey(self._seed)
+        returns = np.zeros(num_envs, np.float64)
+        lengths = np.zeros(num_envs, np.int64)
+        while not self._stop.is_set():
+            epsilons = self._epsilons(self.steps)  # (num_envs,)
+            actions, key = self._policy(self._variables.params, observation, epsilons, key)
+            actions = np.asarray(actions)  # (num_envs,) int32
+            step = environment.step(self._env, actions)
+            if self._adder is not None:
+                self._adder.add(
+                    actions,
+                    step.reward,
+                    step.final_observation,
+                    terminated=step.terminated,
+                    truncated=step.truncated,
+                )
+            returns += step.reward
+            lengths += 1
+            done = step.done
+            if done.any():
+                for b in np.flatnonzero(done):
+                    self.finished.append({"return": float(returns[b]), "length": int(lengths[b])})
+                    self.recent_returns.append(float(returns[b]))
+                returns[done] = 0.0
+                lengths[done] = 0
+                self.episodes += int(done.sum())
+                if self._adder is not None:
+                    self._adder.add_first(step.observation, envs=done)
+            observation = step.observation
+            self.steps += num_envs
+            self._variables.update(self.steps)
         if self._adder is not None:
             self._adder.flush()
-
-    def _step(self) -> None:
-        num_envs = self._env.num_envs
-        epsilons = self._epsilons(self.steps)  # (num_envs,)
-        actions, self._key = self._policy(self._variables.params, self._observation, epsilons, self._key)
-        actions = np.asarray(actions)  # (num_envs,) int32
-        step = environment.step(self._env, actions)
-        if self._adder is not None:
-            self._adder.add(
-                actions,
-                step.reward,
-                step.final_observation,
-                terminated=step.terminated,
-                truncated=step.truncated,
-            )
-        self._returns += step.reward
-        self._lengths += 1
-        done = step.done
-        if done.any():
-            for b in np.flatnonzero(done):
-                self.finished.append({"return": float(self._returns[b]), "length": int(self._lengths[b])})
-                self.recent_returns.append(float(self._returns[b]))
-            self._returns[done] = 0.0
-            self._lengths[done] = 0
-            self.episodes += int(done.sum())
-            if self._adder is not None:
-                self._adder.add_first(step.observation, envs=done)
-        self._observation = step.observation
-        self.steps += num_envs
-        self._variables.update(self.steps)
 
 
 def actor_seed(settings: ActorSettings, experiment_seed: int) -> int:
@@ -233,7 +213,7 @@ class ActorRuntime:
             )
             self.writer.start()
             adder = NStepTransitionAdder(
-                self.writer.put_nowait if os.environ.get("EXP_ASYNC") else self.writer.put,
+                self.writer.put,
                 num_envs=self.num_envs,
                 n_step=config.n_step,
                 discount=config.discount,
@@ -251,10 +231,7 @@ class ActorRuntime:
             self.settings.role,
             self.variables.version,
         )
-        if os.environ.get("EXP_ASYNC"):
-            self._thread = asyncio.ensure_future(self.acting.run_async(self.writer.wait_for_room if self.writer else None))
-        else:
-            self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
+        self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
 
     def _epsilon_fn(self, config: DQNConfig) -> Callable[[int], np.ndarray]:
         num_envs = self.num_envs

@@ -54,9 +54,6 @@ class InsertWriter:
         self._table_config = table_config
         self._queue: asyncio.Queue[Columns] = asyncio.Queue()
         self._slots = threading.Semaphore(max_pending)  # requests queued or in flight
-        self._requests = 0
-        self._max_pending = max_pending
-        self._room = asyncio.Event()
         self._concurrency = concurrency
         self._timeout_s = timeout_s
         self._max_backoff_s = max_backoff_s
@@ -95,18 +92,6 @@ class InsertWriter:
             self._slots.release()
             raise WriterClosed(self._closed_reason()) from self.failure
         self._loop.call_soon_threadsafe(self._enqueue, columns)
-
-    def put_nowait(self, columns: Columns) -> None:
-        self._slots.acquire(blocking=False)
-        self._requests += 1
-        self._enqueue(columns)
-
-    async def wait_for_room(self) -> None:
-        while self._requests >= self._max_pending:
-            self._room.clear()
-            started = time.monotonic()
-            await self._room.wait()
-            self.blocked_s += time.monotonic() - started
 
     def _enqueue(self, columns: Columns) -> None:
         self.pending_items += len(next(iter(columns.values())))
@@ -157,8 +142,6 @@ class InsertWriter:
                 self.pending_items -= n
                 self._queue.task_done()
                 self._slots.release()
-                self._requests -= 1
-                self._room.set()
             self.inserted_items += n
 
     async def _send(self, columns: Columns) -> None:

@@ -148,14 +148,8 @@ def test_actor_survives_learner_and_replay_restarts(tmp_path):
         status = get(actor.url, "/status")
         assert status["state"] == "acting"
         assert status["param_version"] == version
-        learner.start()
-        wait_until(
-            lambda: get(learner.url, "/status")["actor_steps"] > 0,
-            timeout_s=60,
-            what="reports to the restarted learner",
-        )
 
-        replay.kill()  # in memory: the table is gone with it
+        replay.kill()  # in memory: the table is gone with it; the actor creates it again
         replay.start()
         count = inserted()
         wait_until(
@@ -164,6 +158,13 @@ def test_actor_survives_learner_and_replay_restarts(tmp_path):
             what="inserts into the restarted replay",
         )
         assert get(replay.url, "/tables/dqn_transitions")["num_inserts"] > 0
+
+        learner.start()
+        wait_until(
+            lambda: get(learner.url, "/status")["actor_steps"] > 0,
+            timeout_s=60,
+            what="reports to the restarted learner",
+        )
         assert get(actor.url, "/status")["state"] == "acting"
         assert actor.stop() == 0
     finally:

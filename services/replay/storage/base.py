@@ -65,7 +65,7 @@ class SampleResult:
     keys: np.ndarray  # (n,) int64
     probabilities: np.ndarray  # (n,) float64
     priorities: np.ndarray  # (n,) float64
-    times_sampled: np.ndarray  # (n,) int64
+    times_sampled: np.ndarray  # (n,) integers
     table_size: int
     columns: Columns  # path -> (n, *leaf_shape)
 

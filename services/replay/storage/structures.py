@@ -239,9 +239,7 @@ class OrderRing:
         """``n`` i.i.d. uniform draws over the live slots (rejection over the ring)."""
         if self.dense:
             j = rng.integers(self.head, self.head + self.length, n)
-            return (j if self.head + self.length <= self.max_size else j % self.max_size).astype(
-                _I32
-            )
+            return j if self.head + self.length <= self.max_size else j % self.max_size
         cap = len(self.buf)
         if self.live == self.length:
             j = rng.integers(self.head, self.head + self.length, n)

@@ -45,7 +45,7 @@ class DQNConfig:
     """Gradients are clipped to this global norm before Adam."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the Q-network's hidden ReLU layers."""
-    target_update_period: int = 250
+    target_update_period: int = 100
     """SGD steps between copies of the online params into the target (used when tau == 0)."""
     tau: float = 0.0
     """Polyak rate target <- tau * online + (1 - tau) * target each step; 0 = periodic copy."""
