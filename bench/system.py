@@ -48,6 +48,7 @@ class Attempt:
     learner_steps: int
     run_dir: Path
     cache: str  # "warm": JAX's compilation cache had entries before the run; "cold"; "off"
+    cpu_s: float  # CPU seconds of every process of the run (services and launcher) to the stop
 
 
 def run_once(seed: int, *, runs_dir: Path, max_seconds: float, extra: list[str]) -> Attempt:
@@ -89,10 +90,11 @@ def run_once(seed: int, *, runs_dir: Path, max_seconds: float, extra: list[str])
         learner_steps=int(summary["learner_steps"]),
         run_dir=runs_dir / name,
         cache=cache,
+        cpu_s=sum(v for v in summary.get("cpu_s", {}).values() if v),
     )
 
 
-def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
+def sections(attempts: list[Attempt], extra: list[str], host: str) -> list[Section]:
     per_seed = Section(
         title="Time to solve CartPole-v1 (rlfleet run --actors 2 --until-return 475), per seed",
         columns=[
@@ -100,6 +102,7 @@ def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
             "solved",
             "wall s",
             "whole command s",
+            "CPU s",
             "env steps",
             "updates",
             "XLA cache",
@@ -110,6 +113,7 @@ def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
                 "yes" if a.solved else "no",
                 f"{a.wall_s:.1f}",
                 f"{a.process_s:.1f}",
+                f"{a.cpu_s:.0f}",
                 f"{a.env_steps:,}",
                 f"{a.learner_steps:,}",
                 a.cache,
@@ -120,11 +124,15 @@ def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
         " measured it; whole command s adds the shutdown of the services. XLA cache: whether"
         " JAX's persistent compilation cache (the launcher's default) already held the"
         " services' programs; a cold start compiles them (a few CPU seconds per service)."
+        " CPU s: user + system time of all the run's processes until the target, which depends"
+        " much less than wall time on what else the machine runs; on an otherwise idle"
+        " 2-core machine the wall time cannot be below CPU s / 2."
         + (f" Extra launcher arguments: `{' '.join(extra)}`." if extra else ""),
     )
     solved = [a for a in attempts if a.solved]
     wall = statistics.median(a.wall_s for a in attempts)
     steps = statistics.median(a.env_steps for a in attempts)
+    cpu = statistics.median(a.cpu_s for a in attempts)
     wall_cell = f"{wall:.0f}" + (" PASS" if wall < TARGET_SECONDS else " FAIL")
     steps_cell = f"{steps / 1000:.0f}k" + (" PASS" if steps < TARGET_STEPS else " FAIL")
     comparison = Section(
@@ -139,7 +147,8 @@ def sections(attempts: list[Attempt], extra: list[str]) -> list[Section]:
             *([name, f"{s:.0f}", f"{n / 1000:.0f}k"] for name, s, n in PEERS),
         ],
         note=f"Targets: under {TARGET_SECONDS:.0f} s and under {TARGET_STEPS // 1000}k env steps."
-        f" Peers' figures are theirs, on their hardware; ours ran on {machine()}, {now()}.",
+        f" Median CPU seconds of the run's processes: {cpu:.0f}."
+        f" Peers' figures are theirs, on their hardware; ours ran on {host}, {now()}.",
     )
     return [comparison, per_seed]
 
@@ -157,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args(argv)
     console = Console()
+    host = machine()  # with the load average before the runs
     attempts = []
     for seed in args.seeds:
         console.rule(f"seed {seed}")
         attempts.append(
             run_once(seed, runs_dir=args.runs_dir, max_seconds=args.max_seconds, extra=extra)
         )
-    result = sections(attempts, extra)
+    result = sections(attempts, extra, host)
     print_sections(console, result)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", "system", markdown(result))

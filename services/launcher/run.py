@@ -185,6 +185,7 @@ class Run:
         self._experiment: dict[str, Any] | None = None
         self.last = Snapshot(wall_s=0.0)
         self.healthy_at_s: float | None = None  # when every service first answered /healthz
+        self._cpu_s: dict[str, float | None] = {}  # CPU seconds of each service at the stop
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
@@ -210,6 +211,8 @@ class Run:
             outcome = await self._start_and_watch(progress)
         finally:
             progress.close()
+            self._cpu_s = {c.name: c.cpu_seconds() for c in self.children}
+            self._cpu_s["launcher"] = time.process_time()
             await stop_children(
                 [
                     [*self.actors, *([self.evaluator] if self.evaluator else [])],
@@ -346,6 +349,7 @@ class Run:
             "eval_return_mean": s.eval_return_mean,
             "param_version": s.param_version,
             "failed_service": outcome.failed.name if outcome.failed else None,
+            "cpu_s": {k: v and round(v, 2) for k, v in self._cpu_s.items()},
             "run_dir": str(run_dir),
         }
         if outcome.failed is not None:
