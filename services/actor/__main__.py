@@ -5,12 +5,11 @@ Exit codes: 0 after SIGTERM/SIGINT (pending items flushed), 2 for bad settings.
 
 from __future__ import annotations
 
-import os
+from shared.runtime import configure_process
 
-# Before jax is imported: one thread per XLA computation (the policy is tiny; the envs need the CPU).
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+# Before jax is imported: malloc thresholds and one thread per XLA computation (the policy is
+# tiny; the envs need the CPU).
+configure_process()
 
 import logging
 import signal

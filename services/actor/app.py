@@ -6,18 +6,18 @@ Routes: ``GET /healthz``, ``GET /status`` (token-protected when RLFLEET_TOKEN is
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.actor.loop import ActorRuntime
 from services.actor.settings import ActorSettings
+from services.http import BearerAuth
 
 _COUNTERS = {
     "steps": "Env steps taken (all envs counted).",
@@ -85,17 +85,7 @@ def create_app(settings: ActorSettings | None = None) -> FastAPI:
         description="Acts in vectorized gymnasium envs with the learner's policy; writes replay.",
         lifespan=lifespan,
     )
-
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if settings.token is None:
-            return
-        expected = f"Bearer {settings.token}"
-        if authorization is None or not secrets.compare_digest(authorization, expected):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong token: send 'Authorization: Bearer <RLFLEET_TOKEN>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    app.add_middleware(BearerAuth, token=settings.token)
 
     @app.get("/healthz")
     async def healthz(runtime: Runtime) -> Any:
@@ -105,7 +95,7 @@ def create_app(settings: ActorSettings | None = None) -> FastAPI:
             )
         return {"status": "ok"}
 
-    @app.get("/status", dependencies=[Depends(require_token)])
+    @app.get("/status")
     async def status(runtime: Runtime) -> dict[str, Any]:
         return runtime.status()
 

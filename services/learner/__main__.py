@@ -6,14 +6,11 @@ app could not start (e.g. an unreadable checkpoint); the reason is printed to st
 
 from __future__ import annotations
 
-import os
+from shared.runtime import configure_process
 
-# Before jax is imported. On a small machine the learner shares its cores with replay and actors:
-# one XLA compute thread keeps it from fighting them (measured in docs/learner.md). Set XLA_FLAGS
-# to override.
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+# Before jax is imported: malloc thresholds and one XLA compute thread (the learner shares its
+# cores with replay and actors; measured in docs/learner.md). Set XLA_FLAGS to override.
+configure_process()
 
 import logging
 import signal

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.http import BearerAuth
 from services.learner.checkpoint import Checkpointer
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import MetricsLogger, PrometheusMetrics
@@ -144,6 +145,7 @@ def create_app(settings: LearnerSettings) -> FastAPI:
     app.include_router(router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(DecodeError, _decode_error)
+    app.add_middleware(BearerAuth, token=settings.token)
     return app
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,19 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.learner.counters import EpisodeCounters
 from services.learner.loop import LearnerLoop
 from shared import codec
-
-
-def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = request.app.state.settings.token
-    if token is None:
-        return
-    expected = f"Bearer {token}"
-    if authorization is None or not secrets.compare_digest(authorization, expected):
-        raise HTTPException(
-            401,
-            "missing or wrong bearer token: send 'Authorization: Bearer <RLFLEET_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 def get_loop(request: Request) -> LearnerLoop:
@@ -40,7 +26,7 @@ def get_counters(request: Request) -> EpisodeCounters:
 Loop = Annotated[LearnerLoop, Depends(get_loop)]
 Counters = Annotated[EpisodeCounters, Depends(get_counters)]
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter()
 open_router = APIRouter()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,14 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.http import BearerAuth, send_json_error
 from services.replay import routes
 from services.replay.metrics import ReplayMetrics
 from services.replay.settings import Settings
 from services.replay.storage import make_store
 from services.replay.table import Tables
 from shared.errors import DecodeError, PayloadTooLarge, RateLimited, ServiceError
-
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,9 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_exception_handler(redis.exceptions.ConnectionError, _store_down)
         app.add_exception_handler(redis.exceptions.TimeoutError, _store_down)
-    app.add_middleware(
-        Guard, token=settings.rlfleet_token, max_body_bytes=settings.max_body_bytes, metrics=metrics
-    )
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(BearerAuth, token=settings.rlfleet_token)  # outermost: runs first
     return app
 
 
@@ -87,33 +84,15 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the table store does not answer: {exc}"}, status_code=503)
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
-    body = JSONResponse({"detail": detail}).body
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class Guard:
-    """Pure ASGI middleware: bearer token, body size limit, request latency.
+    """Pure ASGI middleware: body size limit and request latency.
 
     With a ``Content-Length`` the size is checked up front (the HTTP server holds the body to that
     length); without one (chunked), while the body streams in.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, token: str | None, max_body_bytes: int, metrics: ReplayMetrics
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ReplayMetrics) -> None:
         self.app = app
-        self.token = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.latency = metrics.latency
         self._timers: dict[tuple[str, str], Any] = {}
@@ -123,25 +102,11 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        authorization = content_length = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                content_length = value
-        if (
-            self.token is not None
-            and scope["path"] not in OPEN_PATHS
-            and not (authorization and hmac.compare_digest(authorization, self.token))
-        ):
-            await _send_json(
-                send, 401, "missing or wrong token: send Authorization: Bearer <token>"
-            )
-            return
+        content_length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if content_length is None:
             receive = self._limited(receive)
         elif int(content_length) > self.max_body_bytes:
-            await _send_json(send, 413, self._too_large(int(content_length)))
+            await send_json_error(send, 413, self._too_large(int(content_length)))
             return
         try:
             await self.app(scope, receive, send)
