@@ -27,7 +27,6 @@ from rich.console import Console
 from rich.panel import Panel
 
 from services.launcher.display import make_display
-from services.launcher.plot import plot_progress
 from services.launcher.processes import (
     SINGLE_THREADED,
     Child,
@@ -363,6 +362,8 @@ class Run:
                 ),
                 highlight=False,
             )
+        from services.launcher.plot import plot_progress  # matplotlib: only needed at the end
+
         try:
             plot_progress(
                 run_dir / "progress.csv",
