@@ -30,6 +30,8 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.actor
+	$(BIN)/python -m bench.learner_feed
 	$(BIN)/python -m bench.system
 
 clean:

@@ -53,8 +53,8 @@ class DQNConfig:
     # --- exploration (epsilon-greedy) ---
     epsilon_start: float = 1.0
     """Epsilon at an actor's first env step."""
-    epsilon_end: float = 0.01
-    """Epsilon after the linear decay."""
+    epsilon_end: float = 0.0
+    """Epsilon after the linear decay (0 tuned best: decayed training episodes act greedily)."""
     epsilon_decay_steps: int = 5_000
     """Env steps of one actor (all its envs counted) over which epsilon decays linearly."""
     ape_x_spread: bool = False
