@@ -29,6 +29,7 @@ times_sampled counting this draw. ``table_size`` is the size before the batch.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,6 +85,21 @@ class Watch(Protocol):
     async def wait(self, timeout_s: float) -> bool:
         """True if the table changed, False on timeout."""
         ...
+
+
+class EventWatch:
+    """A Watch on an ``asyncio.Event`` that the store sets (and replaces) on every change."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    async def wait(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class TableStore(Protocol):

@@ -22,22 +22,9 @@ from typing import Any
 import numpy as np
 
 from services.replay.config import TableConfig
-from services.replay.storage.base import Columns, Counters, SampleResult, Signature
+from services.replay.storage.base import Columns, Counters, EventWatch, SampleResult, Signature
 from services.replay.storage.memory_table import MemoryTable
 from shared.errors import Conflict, NotFound
-
-
-class _Watch:
-    def __init__(self, event: asyncio.Event) -> None:
-        self._event = event
-
-    async def wait(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 class MemoryStore:
@@ -109,8 +96,8 @@ class MemoryStore:
         t = self._table(name)
         return Counters(size=t.size, inserts=t.inserts, samples=t.samples, deletes=t.deletes)
 
-    def watch(self, name: str) -> _Watch:
+    def watch(self, name: str) -> EventWatch:
         table = self._table(name)
         if table.event is None:
             table.event = asyncio.Event()
-        return _Watch(table.event)
+        return EventWatch(table.event)

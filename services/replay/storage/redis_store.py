@@ -35,7 +35,14 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.replay.config import TableConfig
-from services.replay.storage.base import Columns, Counters, SampleResult, Signature, check_columns
+from services.replay.storage.base import (
+    Columns,
+    Counters,
+    EventWatch,
+    SampleResult,
+    Signature,
+    check_columns,
+)
 from shared.errors import Conflict, InvalidRequest, NotFound
 
 _LUA = Path(__file__).with_name("lua")
@@ -85,19 +92,6 @@ class _Table:
     siggen: int
     layout: _Layout | None
     next_seq: int  # a guess: the insert sequence moves on with every process's inserts
-
-
-class _Watch:
-    def __init__(self, event: asyncio.Event) -> None:
-        self._event = event
-
-    async def wait(self, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 class RedisStore:
@@ -180,11 +174,11 @@ class RedisStore:
         for event in events.values():
             event.set()
 
-    def watch(self, name: str) -> _Watch:
+    def watch(self, name: str) -> EventWatch:
         event = self._events.get(name)
         if event is None:
             event = self._events[name] = asyncio.Event()
-        return _Watch(event)
+        return EventWatch(event)
 
     # -- tables -------------------------------------------------------------------------------
     def _base(self, name: str) -> str:
