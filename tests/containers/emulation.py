@@ -35,35 +35,13 @@ from typing import Any
 
 import httpx
 
+from services.launcher.processes import SERVICE_SETTINGS as LAUNCHER_SETTINGS
 from tests.containers.compose import image_healthcheck, service_environment
 from tests.support import ROOT, free_port
 
-# Every setting the services read (docs: the environment variables); none leaks in from the host.
-SERVICE_SETTINGS = frozenset(
-    [
-        "HOST",
-        "PORT",
-        "RLFLEET_TOKEN",
-        "LOG_LEVEL",
-        "REDIS_URL",
-        "MAX_BODY_BYTES",
-        "REPLAY_URL",
-        "LEARNER_URL",
-        "AGENT",
-        "ENV_ID",
-        "SEED",
-        "CHECKPOINT_DIR",
-        "AGENT_CONFIG",
-        "RUN_DIR",
-        "CHECKPOINT_EVERY_S",
-        "CHECKPOINT_KEEP",
-        "ACTOR_ID",
-        "NUM_ENVS",
-        "ROLE",
-        "ACTOR_INDEX",
-        "NUM_ACTORS",
-    ]
-)
+# Every setting the services read (the launcher's list, plus the two it passes through on purpose);
+# none leaks in from the host.
+SERVICE_SETTINGS = frozenset({*LAUNCHER_SETTINGS, "RLFLEET_TOKEN", "LOG_LEVEL"})
 _URL_HOST_PORT = re.compile(r"(?<=://)(?P<host>[A-Za-z0-9._-]+):(?P<port>\d+)")
 
 
