@@ -63,3 +63,12 @@ async def serve(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def wait_for(predicate, timeout_s: float = 10.0) -> None:
+    """Polls ``predicate`` (a cheap in-process check) until true; TimeoutError after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.01)

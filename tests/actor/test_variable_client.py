@@ -10,16 +10,8 @@ import pytest
 
 from services.actor.variable_client import VariableClient
 from shared.clients import LearnerClient, make_http_client
-from tests.actor.support import ParamServer, serve
+from tests.actor.support import ParamServer, serve, wait_for
 from tests.support import free_port
-
-
-async def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from services.actor.writer import InsertWriter, WriterClosed
 from services.replay.app import create_app
 from services.replay.settings import Settings
 from shared.clients import ReplayClient, make_http_client
-from tests.actor.support import serve
+from tests.actor.support import serve, wait_for
 from tests.support import free_port
 
 SIGNATURE = {
@@ -34,14 +34,6 @@ def items(n: int, start: int = 0) -> dict[str, np.ndarray]:
         "observation": np.stack([ids, ids], axis=1).astype(np.float32),
         "action": ids.astype(np.int32),
     }
-
-
-async def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
