@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -79,9 +78,6 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-_db_counter = iter(range(1, 16))
-
-
 @pytest.fixture
 def redis_url(redis_server: str) -> Iterator[str]:
     """A flushed database of the session's Redis, for one test."""
@@ -90,11 +86,3 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield redis_server
     client.flushdb()
     client.close()
-
-
-@pytest.fixture
-def tmp_run_dir(tmp_path):
-    return tmp_path
-
-
-__all__ = ["free_port", "time"]
