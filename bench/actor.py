@@ -16,14 +16,13 @@ figure is the actor's own overhead, with replay's and the learner's serving incl
 
 from __future__ import annotations
 
-import os
+from shared.runtime import configure_process
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+configure_process()  # as every service does: one XLA thread, inline JAX dispatch, malloc
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import tempfile

@@ -5,17 +5,15 @@ Reverb's sample-to-insert rate limiting, and the agent's own policy and ``sgd_st
 per seed, the env steps, SGD steps and wall seconds until ``return_mean_100`` (mean of the last
 100 training episodes, exploration included) reaches the target, then the medians::
 
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
-        .venv/bin/python -m bench.dqn_inprocess --seeds 0 1 2 [--config '{"n_step": 3}']
+    .venv/bin/python -m bench.dqn_inprocess --seeds 0 1 2 [--config '{"n_step": 3}']
 """
 
 from __future__ import annotations
 
-import os
+from shared.runtime import configure_process
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+configure_process()  # as every service does: one XLA thread, inline JAX dispatch, malloc
+
 
 import argparse
 import collections
@@ -134,7 +132,7 @@ def run(
 
     while vector_steps * c.num_envs * num_actors < max_steps:
         actor_steps = vector_steps * c.num_envs
-        if actor_steps % c.variable_update_period < c.num_envs:
+        if vector_steps % c.variable_update_period == 0:
             actor_params = published
         eps = np.array([c.epsilon(a, num_actors, actor_steps) for a in actor_of_env], np.float32)
         if vector_steps % len(act_keys) == 0:

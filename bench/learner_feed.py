@@ -1,26 +1,29 @@
 """How much the replay service costs the learner: updates/s fed over HTTP vs from memory.
 
     python -m bench.learner_feed [--batch-size 128] [--seconds 10] [--prefetch 2]
-                                 [--batches-per-sample 1 4]
+                                 [--batches-per-sample 1 4 8]
 
-Both runs use the same jitted DQN ``sgd_step`` in this process, in the same run:
-  raw   the update in a tight loop on batches indexed from an in-process numpy array;
-  fed   the learner's own ``LearnerLoop`` (sampler tasks, prefetch, worker thread) sampling a
-        real replay service process (memory storage) on a loopback socket.
-It prints both rates and fed/raw per k (batches per sample request; raw uses the same k and the
-same ``run_updates``); prefetching should hide the transport (target >= 90%).
+Both sides run the learner's own ``LearnerLoop`` (sampler tasks, prefetch, the update thread,
+publishing every ``publish_every`` updates) on the same jitted DQN update, in this process, in
+the same run; only where the batches come from differs:
+  in-process  ``ArrayReplay``: batches gathered from numpy arrays in this process (uniform
+              indices), no socket, no encoding;
+  fed         ``ReplayClient``: a real replay service process (memory storage) on a loopback
+              socket, sampled over HTTP with msgpack bodies.
+It prints both rates and fed/in-process per k (batches per sample request); prefetching should
+hide the transport (target >= 90%). The in-process side is measured before and after the fed
+side and averaged, so both see the same machine.
 """
 
 from __future__ import annotations
 
-import os
+from shared.runtime import configure_process
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+configure_process()  # as every service does: one XLA thread, inline JAX dispatch, malloc
 
 import argparse
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +33,13 @@ import numpy as np
 
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import PrometheusMetrics
-from services.learner.loop import LearnerLoop, run_updates
+from services.learner.loop import LearnerLoop
 from shared.agents.dqn import DQNConfig, make_learner, make_network
-from shared.clients import ReplayClient, make_http_client
+from shared.clients import ReplayClient, SampleBatch, make_http_client
 from tests.support import ServiceProcess
 
 OBS_DIM, NUM_ACTIONS = 4, 2
+WARMUP_STEPS = 50
 
 
 def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -49,27 +53,32 @@ def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def raw_rate(
-    learner: Any, state: Any, data: dict[str, np.ndarray], batch_size: int, k: int, seconds: float
-) -> Rate:
-    """The same update path on batches gathered from in-process arrays."""
-    rng = np.random.default_rng(1)
-    n = len(data["reward"])
+class ArrayReplay:
+    """The part of ``ReplayClient`` the learner loop uses, served from in-process arrays."""
 
-    def one(state: Any) -> Any:
-        idx = rng.integers(0, n, size=batch_size * k)
-        return run_updates(learner, state, {key: v[idx] for key, v in data.items()}, k)[0]
+    base_url = "in-process"
 
-    for _ in range(5):
-        state = one(state)
-    steps, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        state = one(state)
-        steps += k
-    return Rate(
-        updates_per_s=steps / (time.perf_counter() - start),
-        cpu_ms_per_update=(time.process_time() - cpu) * 1e3 / steps,
-    )
+    def __init__(self, data: dict[str, np.ndarray], seed: int = 1) -> None:
+        self._data = data
+        self._size = len(data["reward"])
+        self._rng = np.random.default_rng(seed)
+
+    async def create_table(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name}
+
+    async def sample(self, table: str, batch_size: int, *, timeout_s: float) -> SampleBatch:
+        idx = self._rng.integers(0, self._size, size=batch_size)
+        return SampleBatch(
+            keys=idx.astype(np.uint64),
+            probabilities=np.full(batch_size, 1.0 / self._size),
+            priorities=np.ones(batch_size),
+            times_sampled=np.ones(batch_size, np.int64),
+            table_size=self._size,
+            data={k: v[idx] for k, v in self._data.items()},
+        )
+
+    async def update_priorities(self, table: str, **kwargs: Any) -> dict[str, int]:
+        return {"updated": 0, "deleted": 0}
 
 
 @dataclass(frozen=True)
@@ -79,57 +88,45 @@ class Rate:
     wait_ms_per_request: float = 0.0  # time the update loop waited for a sampled batch
 
 
-async def fed_rate(
-    replay_url: str,
+async def measure(
+    replay: ReplayClient | ArrayReplay,
     config: DQNConfig,
+    table_config: dict[str, Any],
     learner: Any,
     state: Any,
-    data: dict[str, np.ndarray],
     seconds: float,
     prefetch: int,
     k: int,
-) -> float:
-    """The learner loop sampling the replay service."""
-    table_config = {
-        "sampler": {"kind": "uniform"},
-        "remover": {"kind": "fifo"},
-        "max_size": len(data["reward"]),
-        "rate_limiter": {"kind": "min_size", "min_size_to_sample": 1},
-        "signature": config.replay_table_config(OBS_DIM)["signature"],
-    }
-    async with make_http_client(replay_url) as http:
-        replay = ReplayClient(http)
-        await replay.create_table(config.table_name, table_config)
-        for i in range(0, len(data["reward"]), 2000):
-            await replay.insert(
-                config.table_name, data={k: v[i : i + 2000] for k, v in data.items()}
-            )
-        loop = LearnerLoop(
-            learner=learner,
-            state=state,
-            agent="dqn",
-            env_id="bench",
-            agent_config=config,
-            tables={config.table_name: table_config},
-            replay=replay,
-            counters=EpisodeCounters(),
-            metrics=PrometheusMetrics(),
-            prefetch=prefetch,
-            batches_per_sample=k,
-        )
-        loop.resume()
-        loop.start()
-        try:
-            while loop.steps < 50:  # compiled and streaming
-                if loop.phase == "failed":
-                    raise RuntimeError(loop.error)
-                await asyncio.sleep(0.05)
-            s0, t0, c0 = loop.steps, time.perf_counter(), time.process_time()
-            await asyncio.sleep(seconds)
-            s1, t1, c1 = loop.steps, time.perf_counter(), time.process_time()
-            waits = loop.metrics.sample_wait_seconds.collect()[0].samples
-        finally:
-            await loop.stop()
+    sampler_process: bool = False,
+) -> Rate:
+    """Runs a ``LearnerLoop`` on ``replay`` and measures it for ``seconds`` after a warm-up."""
+    loop = LearnerLoop(
+        learner=learner,
+        state=state,
+        agent="dqn",
+        env_id="bench",
+        agent_config=config,
+        tables={config.table_name: table_config},
+        replay=replay,
+        counters=EpisodeCounters(),
+        metrics=PrometheusMetrics(),
+        prefetch=prefetch,
+        batches_per_sample=k,
+        sampler_process=sampler_process,
+    )
+    loop.resume()
+    loop.start()
+    try:
+        while loop.steps < WARMUP_STEPS:  # compiled and streaming
+            if loop.phase == "failed":
+                raise RuntimeError(loop.error)
+            await asyncio.sleep(0.05)
+        s0, t0, c0 = loop.steps, time.perf_counter(), time.process_time()
+        await asyncio.sleep(seconds)
+        s1, t1, c1 = loop.steps, time.perf_counter(), time.process_time()
+        waits = loop.metrics.sample_wait_seconds.collect()[0].samples
+    finally:
+        await loop.stop()
     wait_sum = next(x.value for x in waits if x.name.endswith("_sum"))
     wait_count = next(x.value for x in waits if x.name.endswith("_count"))
     return Rate(
@@ -139,13 +136,38 @@ async def fed_rate(
     )
 
 
+async def fed_rate(
+    replay_url: str, data: dict[str, np.ndarray], config: DQNConfig, *args: Any
+) -> Rate:
+    """The learner loop sampling the replay service, which holds ``data``."""
+    table_config = table_for(config, len(data["reward"]))
+    async with make_http_client(replay_url) as http:
+        replay = ReplayClient(http)
+        await replay.create_table(config.table_name, table_config)
+        for i in range(0, len(data["reward"]), 2000):
+            await replay.insert(
+                config.table_name, data={k: v[i : i + 2000] for k, v in data.items()}
+            )
+        return await measure(replay, config, table_config, *args, sampler_process=True)
+
+
+def table_for(config: DQNConfig, size: int) -> dict[str, Any]:
+    return {
+        "sampler": {"kind": "uniform"},
+        "remover": {"kind": "fifo"},
+        "max_size": size,
+        "rate_limiter": {"kind": "min_size", "min_size_to_sample": 1},
+        "signature": config.replay_table_config(OBS_DIM)["signature"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=10.0, help="per fed measurement")
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument(
-        "--batches-per-sample", type=int, nargs="+", default=[1, 4], help="k values to compare"
+        "--batches-per-sample", type=int, nargs="+", default=[1, 4, 8], help="k values to compare"
     )
     parser.add_argument("--items", type=int, default=20_000)
     args = parser.parse_args()
@@ -154,31 +176,35 @@ def main() -> None:
     learner = make_learner(config, make_network(config, NUM_ACTIONS))
     state = learner.init(jax.random.PRNGKey(0), OBS_DIM)
     data = make_data(args.items)
+    table_config = table_for(config, args.items)
     print(
         f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} batch_size={args.batch_size}"
         f" prefetch={args.prefetch} cores={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
     print(
-        f"{'k':>3} {'raw upd/s':>10} {'fed upd/s':>10} {'fed/raw':>8}"
-        f" {'raw cpu ms/upd':>15} {'fed cpu ms/upd':>15} {'fed wait ms':>12}"
+        f"{'k':>3} {'in-proc upd/s':>13} {'fed upd/s':>10} {'fed/in-proc':>11}"
+        f" {'in-proc cpu ms/upd':>18} {'fed cpu ms/upd':>15} {'fed wait ms':>12}"
     )
     with ServiceProcess("replay", {"LOG_LEVEL": "warning"}) as replay:
         for k in args.batches_per_sample:
-            half = args.seconds / 2
-            raw_before = raw_rate(learner, state, data, args.batch_size, k, half)
+            common = (learner, state, args.seconds / 2, args.prefetch, k)
+            local = ArrayReplay(data)
+            before = asyncio.run(measure(local, config, table_config, *common))
             fed = asyncio.run(
-                fed_rate(replay.url, config, learner, state, data, args.seconds, args.prefetch, k)
+                fed_rate(replay.url, data, config, learner, state, args.seconds, args.prefetch, k)
             )
-            raw_after = raw_rate(learner, state, data, args.batch_size, k, half)
-            # raw is measured around the fed run: the same conditions
-            raw = (raw_before.updates_per_s + raw_after.updates_per_s) / 2
-            raw_cpu = (raw_before.cpu_ms_per_update + raw_after.cpu_ms_per_update) / 2
+            after = asyncio.run(measure(local, config, table_config, *common))
+            # in-process is measured around the fed run: the same conditions
+            base = (before.updates_per_s + after.updates_per_s) / 2
+            base_cpu = (before.cpu_ms_per_update + after.cpu_ms_per_update) / 2
             print(
-                f"{k:>3} {raw:>10.1f} {fed.updates_per_s:>10.1f} {fed.updates_per_s / raw:>8.1%}"
-                f" {raw_cpu:>15.3f} {fed.cpu_ms_per_update:>15.3f} {fed.wait_ms_per_request:>12.2f}"
+                f"{k:>3} {base:>13.1f} {fed.updates_per_s:>10.1f} {fed.updates_per_s / base:>11.1%}"
+                f" {base_cpu:>18.3f} {fed.cpu_ms_per_update:>15.3f}"
+                f" {fed.wait_ms_per_request:>12.2f}",
+                flush=True,
             )
     print(
-        "k = BATCHES_PER_SAMPLE (batches per sample request); target fed/raw >= 90%;"
+        "k = BATCHES_PER_SAMPLE (batches per sample request); target fed/in-process >= 90%;"
         " fed wait = time the update loop waited for a batch (0 when prefetch hides replay)"
     )
 

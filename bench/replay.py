@@ -10,7 +10,7 @@ clients, each beside baselines measured in the same rounds:
 - Redis floor: redis-py (hiredis) moving the same per-item payloads with MSET / MGET;
 
 plus the bytes one stored CartPole transition costs (Redis ``used_memory``, replay process RSS)
-and httpx's own transport against the aiohttp transport that ``make_http_client`` uses.
+and httpx's client against the aiohttp session that ``make_http_client`` makes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 import uvloop
@@ -110,7 +111,7 @@ class Bench:
 
     async def _clients(
         self, stack: AsyncExitStack, n: int
-    ) -> tuple[list[httpx.AsyncClient], dict[str, list[ReplayClient]]]:
+    ) -> tuple[list[aiohttp.ClientSession], dict[str, list[ReplayClient]]]:
         """``n`` clients, each with its own connection, of the HTTP floor and of each backend."""
         floor = [
             await stack.enter_async_context(make_http_client(self.floor.url)) for _ in range(n)
@@ -164,10 +165,14 @@ class Bench:
         sizes = []
         for direction, body in (("insert", self.insert_body(p)), ("sample", self.sample_body(p))):
             async with self.replay(next(iter(self.replays))) as replay:
-                answer = await replay.http.post(
-                    f"/tables/{p.table(direction)}/{direction}", content=body, headers=MSGPACK
+                answer = await replay.request(
+                    "POST",
+                    f"/tables/{p.table(direction)}/{direction}",
+                    content=body,
+                    headers=MSGPACK,
                 )
-            answer.raise_for_status()
+            if answer.status_code != 200:
+                raise RuntimeError(f"{direction} answered {answer.status_code}: {answer.text}")
             sizes.append(len(answer.content))
         return sizes[0], sizes[1]
 
@@ -214,16 +219,17 @@ class Bench:
         self,
         p: Payload,
         direction: str,
-        floor_http: list[httpx.AsyncClient],
+        floor_http: list[aiohttp.ClientSession],
         clients: dict[str, list[ReplayClient]],
     ) -> dict[str, Callable[[int], Any]]:
         batch, table = p.batch, p.table(direction)
-        reply = f"/reply/{self.reply_bytes[p.key, direction]}"
+        reply = f"reply/{self.reply_bytes[p.key, direction]}"
         body = self.insert_body(p) if direction == "insert" else self.sample_body(p)
 
         async def http_floor(i: int) -> int:
-            answer = await floor_http[i].post(reply, content=body, headers=MSGPACK)
-            answer.raise_for_status()
+            async with floor_http[i].post(reply, data=body, headers=MSGPACK) as answer:
+                answer.raise_for_status()
+                await answer.read()
             return batch
 
         redis_floor = self.redis_floors[p.key, direction]
@@ -255,32 +261,34 @@ class Bench:
             )
 
     async def transports(self, concurrency: int) -> Comparison:
-        """httpx's own transport against the aiohttp one, small bodies to the floor's /echo."""
+        """httpx's client against the clients' aiohttp session, small bodies to the floor's /echo."""
         body = codec.encode({"batch_size": 256, "timeout_ms": 5000})
-        pools = {
-            "httpx": [httpx.AsyncClient(base_url=self.floor.url) for _ in range(concurrency)],
-            "aiohttp": [make_http_client(self.floor.url) for _ in range(concurrency)],
-        }
+        httpx_pool = [httpx.AsyncClient(base_url=self.floor.url) for _ in range(concurrency)]
+        aiohttp_pool = [make_http_client(self.floor.url) for _ in range(concurrency)]
 
-        def op(clients: list[httpx.AsyncClient]) -> Callable[[int], Any]:
-            async def post(i: int) -> int:
-                (await clients[i].post("/echo", content=body, headers=MSGPACK)).raise_for_status()
-                return 1
+        async def httpx_post(i: int) -> int:
+            (await httpx_pool[i].post("/echo", content=body, headers=MSGPACK)).raise_for_status()
+            return 1
 
-            return post
+        async def aiohttp_post(i: int) -> int:
+            async with aiohttp_pool[i].post("echo", data=body, headers=MSGPACK) as answer:
+                answer.raise_for_status()
+                await answer.read()
+            return 1
 
         try:
             return await compare(
-                {name: op(clients) for name, clients in pools.items()},
+                {"httpx": httpx_post, "aiohttp": aiohttp_post},
                 concurrency=concurrency,
                 rounds=self.options.rounds,
                 duration_s=self.options.duration_s,
-                servers=dict.fromkeys(pools, (self.floor.pid,)),
+                servers={"httpx": (self.floor.pid,), "aiohttp": (self.floor.pid,)},
             )
         finally:
-            for clients in pools.values():
-                for client in clients:
-                    await client.aclose()
+            for client in httpx_pool:
+                await client.aclose()
+            for session in aiohttp_pool:
+                await session.close()
 
 
 async def _fill(replay: ReplayClient, table: str, p: Payload, size: int) -> None:

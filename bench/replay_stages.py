@@ -7,7 +7,7 @@ the benchmark's payloads, as CPU time per request (best of three runs, so other 
 machine counts little):
 
 - client: ``ReplayClient.insert`` / ``.sample`` against a canned answer (no network): the body
-  encode or answer decode plus httpx's own work; and ``codec.encode`` / ``codec.decode`` alone;
+  encode or answer decode and the client's own work; and ``codec.encode`` / ``codec.decode`` alone;
 - server: ``codec.decode`` of the request body, ``Tables.insert`` / ``Tables.sample`` (validation,
   rate limiter, store; with Redis, the replay process's side of the round trip), the Lua script's
   time inside redis-server (``INFO commandstats``), and ``codec.encode`` of the answer.
@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import numpy as np
 import redis
 from rich.console import Console
@@ -34,7 +33,7 @@ from services.replay.app import create_app
 from services.replay.config import TableConfig
 from services.replay.settings import Settings
 from shared import codec
-from shared.clients import ReplayClient
+from shared.clients import ReplayClient, Reply
 
 
 async def cpu_us(fn: Callable[[], Awaitable[Any]], n: int) -> float:
@@ -86,12 +85,19 @@ async def asgi_post(app: Any, path: str, body: bytes) -> bytes:
     return b"".join(chunks)
 
 
+class _Canned(ReplayClient):
+    """A ReplayClient whose every request gets one fixed answer at once, with no network."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = Reply(200, {}, answer)
+
+    async def request(self, *args: Any, **kwargs: Any) -> Reply:
+        return self._answer
+
+
 def canned(answer: bytes) -> ReplayClient:
-    """A ReplayClient whose every request gets ``answer`` at once (measures the client's work)."""
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, content=answer, headers={"content-type": "x"})
-    )
-    return ReplayClient(httpx.AsyncClient(transport=transport, base_url="http://canned"))
+    """A ReplayClient that only encodes requests and decodes ``answer`` (the client's own work)."""
+    return _Canned(answer)
 
 
 async def stages(p: Payload, redis_url: str | None, n: int) -> dict[str, dict[str, float | None]]:
@@ -174,8 +180,6 @@ async def stages(p: Payload, redis_url: str | None, n: int) -> dict[str, dict[st
                 lambda: asgi_post(floor, f"/reply/{len(sample_raw)}", request_raw), n
             ),
         }
-        await inserting.http.aclose()
-        await sampling.http.aclose()
     if stats is not None:
         stats.close()
     return out

@@ -147,7 +147,7 @@ def build_sections(
             )
     transports = report.Section(
         "Client transport: small POST to the HTTP floor's /echo (median requests/s)",
-        ["clients", "httpx default transport", "httpx + AiohttpTransport", "aiohttp / httpx"],
+        ["clients", "httpx", "aiohttp (make_http_client)", "aiohttp / httpx"],
     )
     for clients, c in transport.items():
         transports.rows.append(
@@ -165,15 +165,15 @@ def transport_verdict(transport: Mapping[int, Comparison]) -> str:
     ratios = [c.ratio("aiohttp", "httpx") for c in transport.values()]
     if all(r > 1.0 for r in ratios):
         return (
-            "The aiohttp transport is faster at every concurrency measured: it stays the default of"
-            " `shared.clients.make_http_client`."
+            "aiohttp is faster at every concurrency measured: the typed clients stay on"
+            " `shared.clients.make_http_client`'s aiohttp session."
         )
     if all(r < 1.0 for r in ratios):
         return (
-            "httpx's own transport is faster at every concurrency measured: the default of"
-            " `shared.clients.make_http_client` should change to it."
+            "httpx is faster at every concurrency measured: the typed clients should move back"
+            " to it."
         )
-    return "Neither transport wins at every concurrency measured; see the ratios."
+    return "Neither client wins at every concurrency measured; see the ratios."
 
 
 def docs_body(

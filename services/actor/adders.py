@@ -18,6 +18,7 @@ axis) and handed to ``sink``; ``flush()`` hands over a partial request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -85,54 +86,71 @@ class NStepTransitionAdder:
     A truncated episode (time limit) bootstraps from its final observation. When an episode ends,
     the up to n transitions still open in its window are all written.
 
-    All envs step together, so the last n steps live in ring buffers shared by every env
-    (slot = time % n); an env's window is the part of the ring since its episode started.
+    ``add`` only records the step (a few row copies: the acting loop's hot path). Every
+    ``ceil(batch_size / num_envs)`` steps the transitions completed by the recorded steps are
+    formed at once, vectorized over time and envs, and go to the batcher. With ``max_delay_s``,
+    no step waits longer than that: the transitions it completed are formed and handed over in a
+    request of whatever size, so the learner gets fresh data even from a slow actor (batching up
+    to a size, lingering at most a time, as Kafka producers do). A transition from step t
+    is complete at step ``c = min(t + n - 1, end of its episode)``; the n - 1 steps before a chunk
+    stay in the history, since transitions starting there complete inside it.
     """
 
     def __init__(
-        self, sink: Sink, *, num_envs: int, n_step: int, discount: float, batch_size: int
+        self,
+        sink: Sink,
+        *,
+        num_envs: int,
+        n_step: int,
+        discount: float,
+        batch_size: int,
+        max_delay_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {n_step}")
         self._batcher = ItemBatcher(sink, batch_size)
+        self._max_delay_s = max_delay_s
+        self._clock = clock
+        self._oldest: float | None = None  # clock() at the first step since the last flush()
         self._num_envs = num_envs
-        self._n = n = n_step
-        self._time = 0  # add() calls so far
-        self._start = np.zeros(num_envs, np.int64)  # time of each env's first step in its episode
+        self._n = n_step
+        self._chunk = -(-batch_size // num_envs)  # steps recorded between two formings
+        self._capacity = n_step - 1 + self._chunk
         self._started = np.zeros(num_envs, bool)
-        self._obs: np.ndarray | None = None  # (n, num_envs, *obs_shape)
-        self._current: np.ndarray | None = None  # (num_envs, *obs_shape)
-        self._action = np.zeros((n, num_envs), np.int32)
-        self._reward = np.zeros((n, num_envs), np.float32)
-        k = self._k = np.arange(n)
-        self._first = k == 0
-        # order[s]: ring slots from oldest to newest when the newest step is in slot s.
-        self._order = (k[None, :] + k[:, None] + 1) % n  # (n, n)
-        # weights[s] @ reward: the n-step return of the oldest step when the newest is in slot s.
-        powers = (discount**k).astype(np.float32)
-        self._weights = np.zeros((n, n), np.float32)
-        for s in range(n):
-            self._weights[s, self._order[s]] = powers
-        # upper[j, i] = gamma^(i - j) for i >= j: returns of every start of an ordered window.
-        self._upper = np.triu(discount ** (k[None, :] - k[:, None]).clip(0)).astype(np.float32)
-        self._tail_discounts = (discount ** (n - k)).astype(np.float32)  # gamma^m, m = n - k
-        self._full_discounts = np.full(num_envs, discount**n, np.float32)
-        self._full_discounts.flags.writeable = False
+        self._current: np.ndarray | None = None  # (num_envs, *obs_shape): o_t of the next step
+        # History, time-major: rows [0, _kept) are earlier steps kept for open windows, rows
+        # [_kept, _len) the steps recorded since the last forming.
+        self._obs: np.ndarray | None = None  # (capacity, num_envs, *obs_shape)
+        self._next_obs: np.ndarray | None = None  # the observation each step led to
+        self._action = np.zeros((self._capacity, num_envs), np.int32)
+        self._reward = np.zeros((self._capacity + n_step, num_envs), np.float64)  # 0-padded
+        self._terminated = np.zeros((self._capacity, num_envs), bool)
+        self._done = np.zeros((self._capacity, num_envs), bool)
+        self._kept = 0
+        self._len = 0
+        self._k = np.arange(n_step)
+        self._powers = discount ** np.arange(n_step + 1)  # gamma^0 .. gamma^n
 
     @property
     def pending(self) -> int:
-        return self._batcher.pending
+        """Items not yet handed to the sink (formed, or still to form from recorded steps)."""
+        return self._batcher.pending + (self._len - self._kept) * self._num_envs
 
     def add_first(self, observation: np.ndarray, *, envs: np.ndarray | None = None) -> None:
         observation = np.asarray(observation, np.float32)
-        if self._obs is None:
-            shape = observation.shape[1:]
-            self._obs = np.zeros((self._n, self._num_envs, *shape), np.float32)
-            self._current = np.zeros((self._num_envs, *shape), np.float32)
-        mask = slice(None) if envs is None else np.asarray(envs, bool)
-        self._current[mask] = observation[mask]
-        self._start[mask] = self._time
-        self._started[mask] = True
+        if self._current is None:
+            shape = (self._num_envs, *observation.shape[1:])
+            self._current = np.zeros(shape, np.float32)
+            self._obs = np.zeros((self._capacity, *shape), np.float32)
+            self._next_obs = np.zeros((self._capacity, *shape), np.float32)
+        if envs is None:
+            self._current[:] = observation
+            self._started[:] = True
+        else:
+            mask = np.asarray(envs, bool)
+            self._current[mask] = observation[mask]
+            self._started |= mask
 
     def add(
         self,
@@ -146,70 +164,70 @@ class NStepTransitionAdder:
         if not self._started.all():
             missing = np.flatnonzero(~self._started).tolist()
             raise RuntimeError(f"add() before add_first() for env(s) {missing}")
-        t, n = self._time, self._n
-        slot = t % n
-        self._obs[slot] = self._current
-        self._action[slot] = action
-        self._reward[slot] = reward
-        self._time = t + 1
-        next_observation = np.asarray(next_observation, np.float32)
-        terminated = np.asarray(terminated, bool)
-        done = terminated | np.asarray(truncated, bool)
-        length = np.minimum(t + 1 - self._start, n)  # (num_envs,) steps in each window
-        if not done.any() and (length == n).all():  # the common case: one item per env
-            oldest = (slot + 1) % n
+        i = self._len
+        self._obs[i] = self._current
+        self._next_obs[i] = next_observation
+        self._action[i] = action
+        self._reward[i] = reward
+        self._terminated[i] = terminated
+        done = self._done[i]
+        np.logical_or(terminated, truncated, out=done)
+        self._started &= ~done
+        self._current[:] = self._next_obs[i]
+        self._len = i + 1
+        if self._len == self._capacity:
+            self._form()
+        if self._max_delay_s is not None:
+            now = self._clock()
+            if self._oldest is None:
+                self._oldest = now
+            elif now - self._oldest >= self._max_delay_s:
+                self.flush()
+
+    def _form(self) -> None:
+        """Forms the transitions completed in rows [_kept, _len); keeps the last n - 1 rows."""
+        a, b, n = self._kept, self._len, self._n
+        if b == a:
+            return
+        # Candidate starts t in [0, b): each ends at the first done step at or after it.
+        rows = np.arange(b)[:, None]
+        done_at = np.where(self._done[:b], rows, b + n)
+        end = np.minimum.accumulate(done_at[::-1], axis=0)[::-1]  # (b, num_envs)
+        complete = np.minimum(rows + n - 1, end)
+        t, env = np.nonzero((complete >= a) & (complete < b))
+        if len(t):
+            c = complete[t, env]
+            m = c - t + 1  # steps spanned, 1..n
+            window = self._reward[t[:, None] + self._k, env[:, None]]  # (items, n), 0-padded
+            returns = np.where(self._k < m[:, None], window, 0.0) @ self._powers[:n]
+            discount = np.where(self._terminated[c, env], 0.0, self._powers[m])
             self._batcher.add(
                 {
-                    "observation": self._obs[oldest],
-                    "action": self._action[oldest],
-                    "reward": self._weights[slot] @ self._reward,
-                    "discount": self._full_discounts,
-                    "next_observation": next_observation,
+                    "observation": self._obs[t, env],
+                    "action": self._action[t, env],
+                    "reward": returns.astype(np.float32),
+                    "discount": discount.astype(np.float32),
+                    "next_observation": self._next_obs[c, env],
                 }
             )
-        else:
-            self._emit(slot, next_observation, done, terminated, length)
-            self._started[done] = False
-        self._current[:] = next_observation
-
-    def _emit(
-        self,
-        slot: int,
-        next_observation: np.ndarray,
-        done: np.ndarray,
-        terminated: np.ndarray,
-        length: np.ndarray,
-    ) -> None:
-        """The oldest transition of each full window, and every transition of ended ones.
-
-        k is the position in a window ordered oldest first; an env's window is its last
-        ``length`` positions.
-        """
-        order = self._order[slot]
-        # Ended envs: every open position; the others: position 0, if their window is full.
-        emit = (self._k >= self._n - length[:, None]) & (done[:, None] | self._first)
-        env, k = np.nonzero(emit)  # (items,) each: grouped by env, oldest first
-        if len(env) == 0:
-            return
-        returns = self._upper @ self._reward[order]  # (n, num_envs): returns from each k
-        slots = order[k]
-        self._batcher.add(
-            {
-                "observation": self._obs[slots, env],
-                "action": self._action[slots, env],
-                "reward": returns[k, env],
-                "discount": np.where(terminated[env], np.float32(0.0), self._tail_discounts[k]),
-                "next_observation": next_observation[env],
-            }
-        )
+        keep = min(n - 1, b)
+        for history in (self._obs, self._next_obs, self._action, self._terminated, self._done):
+            history[:keep] = history[b - keep : b]
+        self._reward[:keep] = self._reward[b - keep : b]
+        self._reward[keep:] = 0.0
+        self._kept = self._len = keep
 
     def flush(self) -> None:
-        """Hands over the items already formed; open windows need more steps and stay."""
+        """Hands over every transition completed so far; open windows need more steps and stay."""
+        self._form()
         self._batcher.flush()
+        self._oldest = None
 
     def reset(self) -> None:
         """Drops open windows and unsent items (e.g. after the environments were reset)."""
         self._started[:] = False
+        self._kept = self._len = 0
+        self._reward[:] = 0.0
         self._batcher.reset()
 
 

@@ -1,13 +1,18 @@
 """The actor: reads the experiment from the learner, then acts until told to stop.
 
-Threads and tasks (all owned by ``ActorRuntime``)::
+Tasks on one event loop, in one thread (all owned by ``ActorRuntime``)::
 
-    acting thread   ActingLoop.run: policy -> env.step -> adder, as fast as it can
-    event loop      InsertWriter senders (adder requests -> replay), VariableClient (params),
-                    the reporter (steps and episodes -> learner every REPORT_EVERY_S)
+    acting          ActingLoop.run: policy -> env.step -> adder, as fast as it can; after each
+                    step it yields once, so the other tasks' ready I/O runs between two steps
+    writer          InsertWriter senders (adder requests -> replay)
+    variables       VariableClient (parameters <- learner, every variable_update_period calls)
+    reporter        steps and episodes -> learner every REPORT_EVERY_S
 
-The acting thread never waits on the network, except through the writer's bounded queue
-(back-pressure from replay) and for the very first parameters.
+Acting never waits on the network, except through the writer's bounded queue (back-pressure from
+replay) and for the very first parameters. One thread, not an acting thread beside the event
+loop: the HTTP work then costs its CPU time and no more. With two threads, each time the policy
+call released the GIL the event loop took it, and acting waited for it back (bench.actor
+measured 0.61-0.68 of the bare loop's steps/s with a thread, against ... without).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -39,6 +43,7 @@ from shared.interfaces import Adder
 log = logging.getLogger(__name__)
 
 EPSILON_REFRESH_STEPS = 256
+WAIT_FOR_ROOM_S = 0.2  # back-pressure is waited for in slices, so that stop() is seen
 
 StepPolicy = Callable[[Any, np.ndarray, np.ndarray, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -55,7 +60,7 @@ def make_step_policy(policy: Callable[..., jax.Array]) -> StepPolicy:
 
 
 class ActingLoop:
-    """Steps ``env`` with the batched policy and feeds the adder; ``run`` is the thread body."""
+    """Steps ``env`` with the batched policy and feeds the adder; ``run`` is the acting task."""
 
     def __init__(
         self,
@@ -66,14 +71,16 @@ class ActingLoop:
         epsilons: Callable[[int], np.ndarray],
         *,
         seed: int,
+        writer: InsertWriter | None = None,
     ) -> None:
         self._env = env
         self._policy = policy
         self._variables = variables
         self._adder = adder
+        self._writer = writer
         self._epsilons = epsilons
         self._seed = seed
-        self._stop = threading.Event()
+        self._stop = False
         self.steps = 0  # env steps, all envs counted
         self.episodes = 0
         self.finished: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
@@ -85,9 +92,9 @@ class ActingLoop:
         return int(getattr(self._adder, "pending", 0))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop = True
 
-    def run(self) -> None:
+    async def run(self) -> None:
         num_envs = self._env.num_envs
         observation, _ = self._env.reset(seed=self._seed)
         if self._adder is not None:
@@ -95,7 +102,8 @@ class ActingLoop:
         key = jax.random.PRNGKey(self._seed)
         returns = np.zeros(num_envs, np.float64)
         lengths = np.zeros(num_envs, np.int64)
-        while not self._stop.is_set():
+        calls = 0  # policy calls: the variable client's clock, as in Acme
+        while not self._stop:
             epsilons = self._epsilons(self.steps)  # (num_envs,)
             actions, key = self._policy(self._variables.params, observation, epsilons, key)
             actions = np.asarray(actions)  # (num_envs,) int32
@@ -122,7 +130,11 @@ class ActingLoop:
                     self._adder.add_first(step.observation, envs=done)
             observation = step.observation
             self.steps += num_envs
-            self._variables.update(self.steps)
+            calls += 1
+            self._variables.update(calls)
+            await asyncio.sleep(0)  # the senders, the variable client and the server run here
+            while self._writer is not None and self._writer.full and not self._stop:
+                await self._writer.wait_for_room(WAIT_FOR_ROOM_S)
         if self._adder is not None:
             self._adder.flush()
 
@@ -154,7 +166,7 @@ class ActorRuntime:
         self.learner = LearnerClient(self._learner_http)
         self.replay = ReplayClient(self._replay_http)
         self._env: gym.vector.VectorEnv | None = None
-        self._thread: asyncio.Future[None] | None = None
+        self._acting_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._unreported: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
@@ -173,7 +185,7 @@ class ActorRuntime:
         try:
             await self._start_acting()
             self.state = "acting"
-            await asyncio.shield(self._thread)
+            await asyncio.shield(self._acting_task)
             self.state = "stopped"
         except asyncio.CancelledError:
             raise
@@ -218,9 +230,16 @@ class ActorRuntime:
                 n_step=config.n_step,
                 discount=config.discount,
                 batch_size=config.insert_batch_size,
+                max_delay_s=config.insert_max_delay_ms / 1000,
             )
         self.acting = ActingLoop(
-            env, policy, self.variables, adder, self._epsilon_fn(config), seed=self.seed
+            env,
+            policy,
+            self.variables,
+            adder,
+            self._epsilon_fn(config),
+            seed=self.seed,
+            writer=self.writer,
         )
         self._reporter = asyncio.create_task(self._report_forever(), name="reporter")
         log.info(
@@ -231,7 +250,7 @@ class ActorRuntime:
             self.settings.role,
             self.variables.version,
         )
-        self._thread = asyncio.get_running_loop().run_in_executor(None, self.acting.run)
+        self._acting_task = asyncio.create_task(self.acting.run(), name="acting")
 
     def _epsilon_fn(self, config: DQNConfig) -> Callable[[int], np.ndarray]:
         num_envs = self.num_envs
@@ -318,12 +337,15 @@ class ActorRuntime:
             self.state = "stopping"
         if self.acting is not None:
             self.acting.stop()
-        if self._thread is not None:
+        if self._acting_task is not None:
             grace = self.settings.shutdown_flush_s
-            done, _ = await asyncio.wait([self._thread], timeout=grace)
+            done, _ = await asyncio.wait([self._acting_task], timeout=grace)
             if not done and self.writer is not None:
-                await self.writer.aclose()  # unblocks a put waiting for a full queue
-            await asyncio.wait([self._thread], timeout=grace)
+                await self.writer.aclose()  # ends a wait for room in the writer's queue
+            done, _ = await asyncio.wait([self._acting_task], timeout=grace)
+            if not done:
+                self._acting_task.cancel()
+            await asyncio.gather(self._acting_task, return_exceptions=True)
         if self._run_task is not None:
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
@@ -340,8 +362,8 @@ class ActorRuntime:
             await self.variables.aclose()
         if self._env is not None:
             self._env.close()
-        await self._learner_http.aclose()
-        await self._replay_http.aclose()
+        await self._learner_http.close()
+        await self._replay_http.close()
         status = self.status()
         log.info(
             "stopped after %d steps and %d episodes: %d items stored, %d dropped",

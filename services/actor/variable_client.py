@@ -1,6 +1,6 @@
 """The actor's view of the learner's parameters (Acme's VariableClient, over HTTP).
 
-The acting thread calls ``update(steps)`` as it goes; every ``update_period`` env steps that wakes
+The acting thread calls ``update(calls)`` after each policy call; every ``update_period`` calls wakes
 a background task that asks ``GET /params`` with ``If-None-Match: "<version>"`` (a 304 costs
 nothing). Acting never waits for it: it keeps using the parameters it has, also while the learner
 is down. Only the very first parameters are awaited (``wait_first``).
@@ -65,7 +65,7 @@ class VariableClient:
         return self._current
 
     def update(self, steps: int) -> None:
-        """Called with the actor's env step count, from any thread; never blocks.
+        """Called with the actor's policy-call count (Acme's clock), from any thread; never blocks.
 
         As in Acme, a pull is not asked for while the previous one is still going on.
         """

@@ -1,9 +1,10 @@
-"""Hands the adders' insert requests from the acting thread to the replay service.
+"""Hands the adders' insert requests to the replay service, off the acting loop's critical path.
 
-The acting thread calls ``put(columns)``, which hands the request to the event loop without waiting
-for it; there ``concurrency`` sender tasks post requests with ``ReplayClient.insert``. At most
-``max_pending`` requests are queued or in flight: when that many are, ``put`` blocks, and that is
-the back-pressure that slows acting down to what replay admits.
+The acting loop (a task on the same event loop) calls ``put(columns)``, which queues the request
+and returns at once; ``concurrency`` sender tasks post queued requests with
+``ReplayClient.insert``. When ``max_pending`` requests are queued or in flight the writer is
+``full``, and the acting loop awaits ``wait_for_room()`` before its next step: that is the
+back-pressure that slows acting down to what replay admits.
 
 Per request, until it is stored:
 - 429 ``RateLimited`` (the rate limiter wants more sampling first): ask again; not an error.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
@@ -53,49 +53,62 @@ class InsertWriter:
         self._table = table
         self._table_config = table_config
         self._queue: asyncio.Queue[Columns] = asyncio.Queue()
-        self._slots = threading.Semaphore(max_pending)  # requests queued or in flight
+        self._max_pending = max_pending
+        self._requests = 0  # queued or in flight
+        self._room = asyncio.Event()  # set whenever a request is done
         self._concurrency = concurrency
         self._timeout_s = timeout_s
         self._max_backoff_s = max_backoff_s
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._senders: list[asyncio.Task[None]] = []
-        self._closed = threading.Event()
+        self._closed = False
         self.inserted_items = 0
         self.pending_items = 0  # queued or in flight
         self.rate_limited = 0  # 429 answers (back-pressure)
         self.retries = 0  # requests sent again after a connection failure / 5xx
         self.dropped_items = 0  # given up at shutdown
-        self.blocked_s = 0.0  # time the acting thread waited for room (back-pressure)
+        self.blocked_s = 0.0  # time acting waited for room (back-pressure)
         self.last_error: str | None = None
         self.failure: BaseException | None = None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._senders = [
             asyncio.create_task(self._send_forever(), name=f"insert-sender-{i}")
             for i in range(self._concurrency)
         ]
 
-    def put(self, columns: Columns) -> None:
-        """From the acting thread: queues one insert request; waits only while the queue is full."""
-        if self._loop is None:
-            raise RuntimeError("InsertWriter.put before start()")
-        if not self._slots.acquire(blocking=False):
-            started = time.monotonic()
-            try:
-                while not self._slots.acquire(timeout=0.2):
-                    if self._closed.is_set():
-                        raise WriterClosed(self._closed_reason()) from self.failure
-            finally:
-                self.blocked_s += time.monotonic() - started
-        if self._closed.is_set():
-            self._slots.release()
-            raise WriterClosed(self._closed_reason()) from self.failure
-        self._loop.call_soon_threadsafe(self._enqueue, columns)
+    @property
+    def full(self) -> bool:
+        """``max_pending`` requests are queued or in flight: acting should wait for room."""
+        return self._requests >= self._max_pending
 
-    def _enqueue(self, columns: Columns) -> None:
+    def put(self, columns: Columns) -> None:
+        """Queues one insert request and returns at once (call from the event loop's thread)."""
+        if not self._senders:
+            raise RuntimeError("InsertWriter.put before start()")
+        if self._closed:
+            raise WriterClosed(self._closed_reason()) from self.failure
+        self._requests += 1
         self.pending_items += len(next(iter(columns.values())))
         self._queue.put_nowait(columns)
+
+    async def wait_for_room(self, timeout_s: float) -> bool:
+        """Waits up to ``timeout_s`` until the writer is not ``full``; False if it still is.
+
+        Raises ``WriterClosed`` once the writer failed or was closed.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.full and not self._closed:
+                    self._room.clear()
+                    await self._room.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.blocked_s += time.monotonic() - started
+        if self._closed:
+            raise WriterClosed(self._closed_reason()) from self.failure
+        return not self.full
 
     def _closed_reason(self) -> str:
         if self.failure is not None:
@@ -114,7 +127,8 @@ class InsertWriter:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self._closed.set()
+        self._closed = True
+        self._room.set()  # wakes acting waiting for room: it sees the writer closed
         for task in self._senders:
             task.cancel()
         await asyncio.gather(*self._senders, return_exceptions=True)
@@ -122,7 +136,7 @@ class InsertWriter:
         while not self._queue.empty():
             self._queue.get_nowait()
             self._queue.task_done()
-            self._slots.release()
+        self._requests = 0
         self.dropped_items += self.pending_items
         self.pending_items = 0
 
@@ -136,12 +150,13 @@ class InsertWriter:
                 self.failure = e
                 self.last_error = f"insert: {e}"
                 log.error("inserting into %r failed; acting stops: %s", self._table, e)
-                self._closed.set()
+                self._closed = True
                 return
             finally:
                 self.pending_items -= n
+                self._requests -= 1
                 self._queue.task_done()
-                self._slots.release()
+                self._room.set()
             self.inserted_items += n
 
     async def _send(self, columns: Columns) -> None:

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+from shared.runtime import child_preexec
 
 # Settings the services read from the environment. A child gets only the ones the launcher sets, so
 # a stray REDIS_URL in the user's shell cannot switch a memory run to Redis.
@@ -89,29 +88,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _preexec(nice: int) -> Callable[[], None] | None:
-    """A ``preexec_fn``: lower the priority by ``nice``, and (Linux) get SIGKILL when the
-    launcher dies."""
-    linux = sys.platform.startswith("linux")
-    if not linux and nice == 0:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True) if linux else None  # loaded before fork
-    launcher_pid = os.getpid()
-
-    def preexec() -> None:
-        if nice:
-            os.nice(nice)
-        if libc is None:
-            return
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            os._exit(126)
-        # The launcher may have died between fork and prctl: then nobody would signal us.
-        if os.getppid() != launcher_pid:
-            os._exit(125)
-
-    return preexec
-
-
 @dataclass
 class Child:
     """One service process: ``python -m services.<module>`` on ``port``."""
@@ -141,7 +117,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,
-                preexec_fn=_preexec(self.nice),
+                preexec_fn=child_preexec(self.nice),
             )
 
     @property

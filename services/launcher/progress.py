@@ -103,11 +103,7 @@ class Poller:
         self._learner_url = learner_url
         self._actor_urls = actor_urls
         self._evaluator_url = evaluator_url
-        from httpx_aiohttp import AiohttpTransport  # about half httpx's own CPU per request
-
-        self._http = httpx.AsyncClient(
-            timeout=timeout_s, headers=headers, transport=AiohttpTransport()
-        )
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=headers)
 
     async def _get(self, url: str) -> Any:
         try:

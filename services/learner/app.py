@@ -117,6 +117,8 @@ def create_app(settings: LearnerSettings) -> FastAPI:
             logger=logger,
             prefetch=settings.sample_prefetch,
             batches_per_sample=settings.sample_batches(),
+            sampler_process=settings.sample_process,
+            token=settings.token,
         )
         try:
             await asyncio.to_thread(loop.resume)
@@ -129,7 +131,7 @@ def create_app(settings: LearnerSettings) -> FastAPI:
             finally:
                 await loop.stop()
         finally:
-            await http.aclose()
+            await http.close()
             if logger is not None:
                 logger.close()
 

@@ -34,6 +34,14 @@ from services.learner.checkpoint import (
 )
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import MetricsLogger, PrometheusMetrics
+from services.learner.sampler import (
+    BATCH,
+    FAILED,
+    NOT_FOUND,
+    UNREACHABLE,
+    SamplerProcess,
+    is_flat,
+)
 from shared import codec
 from shared.clients import ReplayClient, SampleBatch
 from shared.errors import (
@@ -86,6 +94,8 @@ class LearnerLoop:
         logger: MetricsLogger | None = None,
         prefetch: int = 2,
         batches_per_sample: int = 1,
+        sampler_process: bool = False,
+        token: str | None = None,
     ) -> None:
         self.learner = learner
         self.state = state
@@ -102,6 +112,11 @@ class LearnerLoop:
         self.logger = logger
         self.prefetch = prefetch
         self.batches_per_sample = batches_per_sample
+        signature = tables.get(self.table, {}).get("signature")
+        self.sampler_process = sampler_process and is_flat(signature)
+        self._token = token
+        self._sampler: SamplerProcess | None = None
+        self._recreating: Any = None  # the pending re-creation of a vanished table
 
         self.steps = int(jax.device_get(state.step))
         self.version = 0
@@ -171,6 +186,9 @@ class LearnerLoop:
             await asyncio.to_thread(self._thread.join, timeout_s)
             if self._thread.is_alive():
                 raise RuntimeError(f"the update thread did not stop within {timeout_s}s")
+        if self._sampler is not None:
+            await asyncio.to_thread(self._sampler.close)
+            self._sampler = None
         if self.phase != "failed":
             self.phase = "stopped"
         if self.checkpointer is not None:
@@ -182,13 +200,20 @@ class LearnerLoop:
             return True, "ok"
         if self.phase == "failed":
             return False, f"the training loop failed: {self.error}"
-        return False, f"learner is {self.phase.replace('_', ' ')} ({self.replay.http.base_url})"
+        return False, f"learner is {self.phase.replace('_', ' ')} ({self.replay.base_url})"
 
     # ---- training ------------------------------------------------------------------------------
 
     async def _train(self) -> None:
         try:
             await self._ensure_tables()
+            if self.sampler_process:
+                await self._start_sampler()
+                self._thread = threading.Thread(
+                    target=self._update_from_sampler, name="learner-update"
+                )
+                self._thread.start()
+                return
             self._thread = threading.Thread(target=self._update_forever, name="learner-update")
             self._thread.start()
             await asyncio.gather(*(self._sample_forever() for _ in range(self.prefetch)))
@@ -271,6 +296,54 @@ class LearnerLoop:
                 return
             waited = time.perf_counter()
 
+    async def _start_sampler(self) -> None:
+        signature = self.tables[self.table]["signature"]
+        # Started from the event loop's thread: the child's PDEATHSIG is tied to this thread.
+        self._sampler = SamplerProcess(
+            replay_url=self.replay.base_url,
+            token=self._token,
+            table=self.table,
+            signature=signature,
+            batch_size=self.config.batch_size * self.batches_per_sample,
+            prefetch=self.prefetch,
+        )
+        await asyncio.to_thread(self._sampler.wait_ready)
+        log.info("sampling in process %d (prefetch %d)", self._sampler.pid, self.prefetch)
+
+    def _update_from_sampler(self) -> None:
+        """The update thread with a sampler process: batches come from shared memory."""
+        assert self._loop is not None and self._sampler is not None
+        sampler, waited = self._sampler, time.perf_counter()
+        while not self._stopping.is_set():
+            try:
+                kind, slot, sample, detail = sampler.get(timeout_s=0.1)
+            except RuntimeError as e:  # the child died
+                self._loop.call_soon_threadsafe(self._fail, str(e))
+                return
+            if kind == BATCH:
+                self.metrics.sample_wait_seconds.observe(time.perf_counter() - waited)
+                self.phase, self.table_size = "running", sample.table_size
+                try:
+                    self._update(sample)
+                except Exception as e:  # a bug or a diverged update: visible on /healthz
+                    log.exception("update failed")
+                    self._loop.call_soon_threadsafe(self._fail, repr(e))
+                    return
+                finally:
+                    sampler.release(slot)  # the child may overwrite the batch from now on
+                waited = time.perf_counter()
+            elif kind == UNREACHABLE:
+                self.phase = "waiting_for_replay"
+                log.warning("sampling failed (%s); the sampler retries", detail)
+            elif kind == NOT_FOUND and (self._recreating is None or self._recreating.done()):
+                log.warning("table %s is gone (replay restarted?); creating it again", self.table)
+                self._recreating = asyncio.run_coroutine_threadsafe(
+                    self._ensure_tables(), self._loop
+                )
+            elif kind == FAILED:
+                self._loop.call_soon_threadsafe(self._fail, f"sampling failed: {detail}")
+                return
+
     def _update(self, sample: SampleBatch) -> None:
         batch = dict(sample.data)
         if self.config.prioritized:  # importance weights correct the non-uniform sampling
@@ -289,8 +362,9 @@ class LearnerLoop:
             for key, value in metrics.items():
                 self._sums[key] = self._sums.get(key, 0.0) + value
             self._sum_count += 1
-        if self.config.prioritized:
-            self._loop.call_soon_threadsafe(self._queue_priorities, sample.keys, priorities)
+        if self.config.prioritized:  # a copy: the sampler process may reuse the keys' memory
+            keys = np.array(sample.keys)
+            self._loop.call_soon_threadsafe(self._queue_priorities, keys, priorities)
 
     def _queue_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
         try:
@@ -394,11 +468,12 @@ class LearnerLoop:
             "phase": self.phase,
             "error": self.error,
             "replay": {
-                "url": str(self.replay.http.base_url),
+                "url": str(self.replay.base_url),
                 "table": self.table,
                 "table_size": self.table_size,
                 "prefetch": self.prefetch,
                 "batches_per_sample": self.batches_per_sample,
+                "sampler_process": self._sampler.pid if self._sampler else None,
             },
         }
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Several batches per sample request cut the learner's CPU per update (HTTP and decoding are paid
 # once per request) and make the replay the only bound; see docs/learner.md for the figures.
-DEFAULT_BATCHES_PER_SAMPLE = 4
+DEFAULT_BATCHES_PER_SAMPLE = 8
 
 
 class LearnerSettings(BaseSettings):
@@ -56,6 +56,11 @@ class LearnerSettings(BaseSettings):
         le=64,
         description="Batches per sample request, run as one scanned update (fewer round trips);"
         f" unset = up to {DEFAULT_BATCHES_PER_SAMPLE}, as the rate limiter's window allows.",
+    )
+    sample_process: bool = Field(
+        default=True,
+        description="Sample replay from a child process that hands batches over in shared memory,"
+        " so the HTTP client's work never holds the update thread's GIL (flat signatures only).",
     )
     max_body_bytes: int = Field(default=4 << 20, ge=1024, description="Limit of POST bodies.")
 

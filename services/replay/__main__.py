@@ -31,7 +31,7 @@ class _Server(uvicorn.Server):
 
 
 def main() -> None:
-    configure_process(single_thread_xla=False)
+    configure_process(uses_jax=False)
     settings = load_settings("replay", Settings)
     app = create_app(settings)
     serve("replay", app, settings, server_cls=lambda config: _Server(config, app))

@@ -338,3 +338,30 @@ def test_float64_observations_become_float32_items():
             "discount": np.float32,
             "next_observation": np.float32,
         }
+
+
+def test_no_item_waits_longer_than_max_delay():
+    """A request goes out once the oldest recorded step is max_delay_s old, however small."""
+    now = [0.0]
+    sink = Requests()
+    adder = NStepTransitionAdder(
+        sink,
+        num_envs=2,
+        n_step=1,
+        discount=GAMMA,
+        batch_size=1000,
+        max_delay_s=0.01,
+        clock=lambda: now[0],
+    )
+    adder.add_first(obs(0, 2))
+    still = dict(terminated=np.zeros(2, bool), truncated=np.zeros(2, bool))
+    for t in range(3):  # within 10 ms: nothing sent yet
+        now[0] = t * 0.004
+        adder.add(np.zeros(2), np.ones(2), obs(t + 1, 2), **still)
+    assert sink == [] and adder.pending == 6
+    now[0] = 0.0105
+    adder.add(np.zeros(2), np.ones(2), obs(4, 2), **still)
+    assert [len(r["action"]) for r in sink] == [8] and adder.pending == 0
+    now[0] = 0.015  # the clock starts again at the next step
+    adder.add(np.zeros(2), np.ones(2), obs(5, 2), **still)
+    assert len(sink) == 1 and adder.pending == 2

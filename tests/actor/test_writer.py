@@ -47,7 +47,7 @@ def make_writer(replay: ReplayClient, table_config, **kwargs) -> InsertWriter:
     return InsertWriter(replay, "t", table_config=table_config, **options)
 
 
-async def test_creates_the_missing_table_and_stores_requests_put_from_a_thread(replay_url):
+async def test_creates_the_missing_table_and_stores_the_requests(replay_url):
     config = {**QUEUE_OF_4, "max_size": 20, "rate_limiter": {"kind": "queue", "size": 20}}
     config["signature"] = SIGNATURE
     async with make_http_client(replay_url) as http:
@@ -55,7 +55,8 @@ async def test_creates_the_missing_table_and_stores_requests_put_from_a_thread(r
         writer = make_writer(replay, config)
         writer.start()
         for i in range(5):
-            await asyncio.to_thread(writer.put, items(3, start=3 * i))
+            assert await writer.wait_for_room(5.0)
+            writer.put(items(3, start=3 * i))
         await writer.drain(5.0)
         info = await replay.info("t")
         assert info["num_inserts"] == 15 == writer.inserted_items
@@ -70,21 +71,25 @@ async def test_429_is_back_pressure_that_holds_acting(replay_url):
         await replay.create_table("t", QUEUE_OF_4)
         writer = make_writer(replay, None, max_pending=2, concurrency=1)
         writer.start()
-        await asyncio.to_thread(writer.put, items(2))
-        await asyncio.to_thread(writer.put, items(2, start=2))
+        writer.put(items(2))
+        writer.put(items(2, start=2))
         await wait_for(lambda: writer.inserted_items == 4)
         # The table is full: the next request is retried (429s), the one after it waits in the
-        # writer's queue, and the acting thread's third put blocks.
-        await asyncio.to_thread(writer.put, items(2, start=4))
-        await asyncio.to_thread(writer.put, items(2, start=6))
-        blocked = asyncio.create_task(asyncio.to_thread(writer.put, items(2, start=8)))
+        # writer's queue, and the writer is full: acting waits for room.
+        writer.put(items(2, start=4))
+        writer.put(items(2, start=6))
+        assert writer.full
+        blocked = asyncio.create_task(writer.wait_for_room(10.0))
         await wait_for(lambda: writer.rate_limited >= 2)
-        assert not blocked.done()
+        assert not blocked.done() and not await writer.wait_for_room(0.05)
         assert writer.failure is None
         taken = []
-        for _ in range(5):  # sampling makes room: everything goes through, in order
+        for _ in range(2):  # sampling makes room: the waiting ends
             taken += (await replay.sample("t", 2, timeout_s=5)).data["action"].tolist()
-        await asyncio.wait_for(blocked, 5)
+        assert await asyncio.wait_for(blocked, 5)
+        writer.put(items(2, start=8))
+        for _ in range(3):  # everything goes through, in order
+            taken += (await replay.sample("t", 2, timeout_s=5)).data["action"].tolist()
         await writer.drain(5.0)
         assert taken == list(range(10))
         assert writer.inserted_items == 10 and writer.dropped_items == 0
@@ -96,7 +101,7 @@ async def test_retries_while_replay_is_down():
         replay = ReplayClient(http, connect_retries=0)
         writer = make_writer(replay, UNLIMITED)
         writer.start()
-        await asyncio.to_thread(writer.put, items(4))
+        writer.put(items(4))
         await wait_for(lambda: writer.retries >= 2)
         assert writer.pending_items == 4 and writer.last_error is not None
         async with serve(create_app(Settings()), port=port, lifespan="on"):
@@ -113,10 +118,11 @@ async def test_a_refused_request_fails_the_writer_and_stops_acting(replay_url):
         writer = make_writer(replay, None, max_pending=1, concurrency=1)
         writer.start()
         bad = {"observation": np.zeros((2, 3), np.float32), "action": np.zeros(2, np.int32)}
-        await asyncio.to_thread(writer.put, bad)
+        writer.put(bad)
         await wait_for(lambda: writer.failure is not None)
         with pytest.raises(WriterClosed, match="failed"):
-            for _ in range(3):
-                await asyncio.to_thread(writer.put, items(2))
+            await writer.wait_for_room(1.0)
+        with pytest.raises(WriterClosed, match="failed"):
+            writer.put(items(2))
         await writer.aclose()
         assert (await replay.info("t"))["num_inserts"] == 0

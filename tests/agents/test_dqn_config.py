@@ -42,7 +42,11 @@ def test_bad_overrides_are_refused_clearly(overrides: dict, match: str) -> None:
 
 def test_replay_table_config_is_the_contract_body() -> None:
     config = DQNConfig(
-        max_replay_size=1000, min_replay_size=100, samples_per_insert=4.0, error_buffer=400.0
+        max_replay_size=1000,
+        min_replay_size=100,
+        samples_per_insert=4.0,
+        error_buffer=400.0,
+        insert_batch_size=64,
     )
     body = config.replay_table_config(obs_dim=4)
     assert body == {

@@ -23,7 +23,7 @@ from services.learner.loop import LearnerLoop, run_updates
 from services.learner.settings import LearnerSettings
 from shared import codec
 from shared.agents.dqn import DQNConfig, make_learner, make_network
-from shared.clients import ReplayClient
+from shared.clients import ReplayClient, make_http_client
 from tests.learner.support import serve, unreachable_replay
 
 CONFIG = DQNConfig(batch_size=8, hidden_sizes=(8,), publish_every=2)
@@ -163,7 +163,7 @@ def _loop(learner, state, checkpointer: Checkpointer, counters: EpisodeCounters)
         env_id="CartPole-v1",
         agent_config=CONFIG,
         tables={CONFIG.table_name: CONFIG.replay_table_config(4)},
-        replay=ReplayClient(httpx.AsyncClient(base_url=unreachable_replay())),
+        replay=ReplayClient(make_http_client(unreachable_replay())),
         counters=counters,
         metrics=PrometheusMetrics(),
         checkpointer=checkpointer,
@@ -193,7 +193,7 @@ async def test_resume_continues_steps_versions_and_counters(trained, tmp_path: P
     assert codec.decode(restarted.published.body)["version"] == restarted.version
 
 
-def test_versions_grow_past_what_a_killed_learner_published(trained, tmp_path: Path) -> None:
+async def test_versions_grow_past_what_a_killed_learner_published(trained, tmp_path: Path) -> None:
     """Versions published after the last checkpoint are covered by the lease file."""
     learner, state = trained
     loop = _loop(learner, state, Checkpointer(tmp_path), EpisodeCounters())

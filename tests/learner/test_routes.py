@@ -11,7 +11,7 @@ import pytest
 
 from services.learner.settings import LearnerSettings
 from shared import codec
-from shared.clients import LearnerClient
+from shared.clients import LearnerClient, make_http_client
 from shared.errors import InvalidRequest, Unauthorized
 from tests.learner.support import serve, unreachable_replay
 
@@ -78,7 +78,7 @@ def test_params_etag_and_304(http: httpx.Client) -> None:
 
 
 async def test_learner_client_params(learner: str) -> None:
-    async with httpx.AsyncClient(base_url=learner) as http:
+    async with make_http_client(learner) as http:
         client = LearnerClient(http)
         params = await client.params()
         assert params is not None
@@ -203,12 +203,10 @@ async def test_token_auth() -> None:
             assert (await http.get("/healthz")).status_code in (200, 503)
             assert (await http.get("/metrics")).status_code == 200
 
-        async with httpx.AsyncClient(base_url=url) as http:
+        async with make_http_client(url) as http:
             with pytest.raises(Unauthorized):
                 await LearnerClient(http).config()
-        async with httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as http:
+        async with make_http_client(url, token=TOKEN) as http:
             client = LearnerClient(http)
             assert (await client.config())["num_actions"] == 2
             await client.report_episodes(

@@ -19,7 +19,7 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="deadlock"):
         LearnerSettings(agent_config={"error_buffer": 1.0})
     with pytest.raises(ValueError, match=r"BATCHES_PER_SAMPLE.*deadlock"):
-        LearnerSettings(agent_config={"error_buffer": 2_000.0}, batches_per_sample=40)
+        LearnerSettings(agent_config={"error_buffer": 17_000.0}, batches_per_sample=40)
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from services.replay.app import create_app as create_replay_app
 from services.replay.settings import Settings as ReplaySettings
 from shared import codec
 from shared.agents.dqn import DQNConfig
-from shared.clients import ReplayClient
+from shared.clients import ReplayClient, make_http_client
 from tests.learner.support import serve, serve_app
 from tests.support import wait_until
 
@@ -25,6 +25,7 @@ AGENT_CONFIG = {
     "min_replay_size": 50,
     "samples_per_insert": 8.0,
     "error_buffer": 2000.0,
+    "insert_batch_size": 64,
     "publish_every": 4,
 }
 
@@ -47,7 +48,7 @@ def _transitions(n: int) -> dict[str, np.ndarray]:
 
 
 async def _insert(url: str, n: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with make_http_client(url) as http:
         await ReplayClient(http).insert("dqn_transitions", data=_transitions(n), timeout_s=10)
 
 
@@ -64,8 +65,9 @@ def test_learner_trains_on_what_replay_holds(replay_url: str, tmp_path) -> None:
         )
         status = http.get("/status").json()
         assert status["phase"] == "running" and status["replay"]["table_size"] == 200
-        assert status["replay"]["batches_per_sample"] == 4  # the default that fits the limiter
-        assert status["learner_steps"] % 4 == 0
+        assert status["replay"]["batches_per_sample"] == 8  # the default that fits the limiter
+        assert status["learner_steps"] % 8 == 0
+        assert status["replay"]["sampler_process"]  # batches came through the sampler process
         latest = codec.decode(http.get("/params").content)
         assert latest["version"] > first["version"]
         kernel = latest["params"]["params"]["Dense_0"]["kernel"]

@@ -73,10 +73,10 @@ async def test_create_is_idempotent_and_conflicts(replay: ReplayClient) -> None:
     ],
 )
 async def test_invalid_configs_are_422(replay: ReplayClient, config: dict, reason: str) -> None:
-    response = await replay.http.put("/tables/t", json=config)
+    response = await replay.request("PUT", "/tables/t", json_body=config)
     assert response.status_code == 422
     assert reason in response.json()["detail"]
-    assert (await replay.http.get("/tables/t")).status_code == 404
+    assert (await replay.request("GET", "/tables/t")).status_code == 404
 
 
 async def test_signature_round_trip_and_both_insert_forms(replay: ReplayClient) -> None:
@@ -180,8 +180,8 @@ async def test_bad_inserts_are_refused_and_change_nothing(replay: ReplayClient) 
     await replay.insert("t", data=items([1, 2]))
     before = await replay.info("t")
     for what, body in BAD_BODIES.items():
-        response = await replay.http.post(
-            "/tables/t/insert", content=body, headers={"Content-Type": codec.CONTENT_TYPE}
+        response = await replay.request(
+            "POST", "/tables/t/insert", content=body, headers={"Content-Type": codec.CONTENT_TYPE}
         )
         assert response.status_code == 422, (what, response.text)
         assert isinstance(response.json()["detail"], str), what
@@ -198,7 +198,8 @@ async def test_bad_samples_and_updates_are_refused(replay: ReplayClient) -> None
         {"batch_size": 6},
         {"batch_size": 1, "timeout_ms": -1},
     ):
-        response = await replay.http.post(
+        response = await replay.request(
+            "POST",
             "/tables/t/sample",
             content=codec.encode(body),
             headers={"Content-Type": codec.CONTENT_TYPE},
@@ -210,7 +211,8 @@ async def test_bad_samples_and_updates_are_refused(replay: ReplayClient) -> None
         {"keys": keys[:2], "priorities": [1.0]},
         {"keys": ["a"], "priorities": [1.0]},
     ):
-        response = await replay.http.post(
+        response = await replay.request(
+            "POST",
             "/tables/t/priorities",
             content=codec.encode(body),
             headers={"Content-Type": codec.CONTENT_TYPE},
@@ -236,7 +238,8 @@ async def test_oversized_bodies_are_413(start_replay: StartReplay) -> None:
     async with start_replay(max_body_bytes=100_000) as replay:
         await replay.create_table("t", table())
         big = {"x": np.zeros(20_000, np.int64)}  # 160 kB
-        response = await replay.http.post(
+        response = await replay.request(
+            "POST",
             "/tables/t/insert",
             content=codec.encode({"columns": big}),
             headers={"Content-Type": codec.CONTENT_TYPE},
@@ -248,8 +251,11 @@ async def test_oversized_bodies_are_413(start_replay: StartReplay) -> None:
             for i in range(0, len(payload), 16_384):
                 yield payload[i : i + 16_384]
 
-        response = await replay.http.post(
-            "/tables/t/insert", content=chunks(), headers={"Content-Type": codec.CONTENT_TYPE}
+        response = await replay.request(
+            "POST",
+            "/tables/t/insert",
+            content=chunks(),
+            headers={"Content-Type": codec.CONTENT_TYPE},
         )
         assert response.status_code == 413
         assert await state(replay, "t") == (0, 0, 0, 0)
@@ -260,7 +266,7 @@ async def test_oversized_bodies_are_413(start_replay: StartReplay) -> None:
 async def test_token_auth(start_replay: StartReplay) -> None:
     async with start_replay(rlfleet_token="s3cret") as replay:
         await replay.create_table("t", table())
-        assert (await replay.http.get("/status")).status_code == 200
+        assert (await replay.request("GET", "/status")).status_code == 200
         for wrong in ({}, {"Authorization": "Bearer nope"}):
             for method, url in (
                 ("GET", "/tables"),
@@ -273,26 +279,26 @@ async def test_token_auth(start_replay: StartReplay) -> None:
                 ("GET", "/status"),
             ):
                 headers = {"Authorization": "", **wrong}
-                response = await replay.http.request(method, url, headers=headers)
+                response = await replay.request(method, url, headers=headers)
                 assert response.status_code == 401, (method, url)
                 assert "token" in response.json()["detail"]
         for open_path in ("/healthz", "/metrics"):
-            response = await replay.http.get(open_path, headers={"Authorization": ""})
+            response = await replay.request("GET", open_path, headers={"Authorization": ""})
             assert response.status_code == 200
         assert [i["name"] for i in await replay.info()] == ["t"]
 
 
 async def test_health_status_metrics(replay: ReplayClient) -> None:
-    assert (await replay.http.get("/healthz")).json() == {"status": "ok"}
+    assert (await replay.request("GET", "/healthz")).json() == {"status": "ok"}
     await replay.create_table("t", table())
     await replay.insert("t", data=items(range(5)))
     await replay.sample("t", 3)
     status = await replay.status()
     assert status["service"] == "replay"
     assert status["tables"]["t"]["size"] == 5 and status["tables"]["t"]["num_samples"] == 3
-    text = (await replay.http.get("/metrics")).text
+    text = (await replay.request("GET", "/metrics")).text
     assert 'rlfleet_replay_inserted_items_total{table="t"} 5.0' in text
     assert 'rlfleet_replay_sampled_items_total{table="t"} 3.0' in text
     assert 'rlfleet_replay_table_size{table="t"} 5.0' in text
     assert "rlfleet_replay_request_seconds_bucket" in text
-    assert (await replay.http.get("/openapi.json")).status_code == 200
+    assert (await replay.request("GET", "/openapi.json")).status_code == 200

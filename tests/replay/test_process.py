@@ -65,7 +65,7 @@ async def test_healthz_is_503_while_redis_is_down(private_redis) -> None:
             await replay.insert("t", data={"x": np.arange(3)})
             proc.kill()
             proc.wait(timeout=10)
-            response = await http.get("/healthz")
+            response = await replay.request("GET", "/healthz")
             assert response.status_code == 503 and "detail" in response.json()
             with pytest.raises(ServiceUnavailable):
                 await replay.sample("t", 1, timeout_s=1)

@@ -113,7 +113,8 @@ async def test_timeout_stores_and_counts_nothing(replay: ReplayClient) -> None:
     await refused(replay.sample("t", 1, timeout_s=0.3))
     assert 0.25 < time.monotonic() - started < 3
     assert await state(replay, "t") == (2, 2, 0, 0)
-    response = await replay.http.post(
+    response = await replay.request(
+        "POST",
         "/tables/t/sample",
         content=b"\x82\xaabatch_size\x01\xaatimeout_ms\x00",
         headers={"Content-Type": "application/msgpack"},

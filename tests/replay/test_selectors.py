@@ -150,8 +150,10 @@ async def test_updates_and_deletes(replay: ReplayClient) -> None:
     assert batch.data["x"].tolist() == [0] and batch.priorities.tolist() == [9.0]
     assert (await state(replay, "t")) == (3, 4, 1, 1)
     # deleting again is a no-op; JSON bodies work too
-    response = await replay.http.post(
-        "/tables/t/priorities", json={"keys": [keys[1]], "priorities": [0.5], "deletes": [keys[3]]}
+    response = await replay.request(
+        "POST",
+        "/tables/t/priorities",
+        json_body={"keys": [keys[1]], "priorities": [0.5], "deletes": [keys[3]]},
     )
     assert response.status_code == 200
     assert response.json() == {"updated": 1, "deleted": 0}

@@ -75,7 +75,7 @@ class DQNConfig:
     """Items inserted before the first sample."""
     samples_per_insert: float = 32.0
     """Items sampled per item inserted (= updates * batch_size / inserts); the replay ratio."""
-    error_buffer: float = 5_000.0
+    error_buffer: float = 20_000.0
     """Rate limiter slack, in sampled items, around inserts * samples_per_insert."""
     prioritized: bool = False
     """Prioritized sampling by |TD error| instead of uniform."""
@@ -89,10 +89,15 @@ class DQNConfig:
     # --- services ---
     publish_every: int = 10
     """Learner SGD steps between published parameter versions."""
-    variable_update_period: int = 64
-    """Env steps of one actor (all its envs counted) between parameter pulls."""
-    insert_batch_size: int = 32
-    """Replay items per insert request of an actor."""
+    variable_update_period: int = 16
+    """Policy calls of one actor between parameter pulls (one call acts in all its envs), as
+    Acme's VariableClient counts them: a pull costs the same whatever num_envs is."""
+    insert_batch_size: int = 1024
+    """At most this many replay items per insert request of an actor."""
+    insert_max_delay_ms: float = 10.0
+    """No item waits longer than this in an actor before its insert request is sent, however
+    few items it holds: fresh data matters more to learning than big requests (with 2 actors x
+    4 envs, inserting every 256 items needed ~2x the env steps to solve CartPole than every 32)."""
     num_envs: int = 4
     """Vectorized environments per actor (the NUM_ENVS setting overrides it)."""
 
@@ -110,6 +115,7 @@ class DQNConfig:
             "epsilons (and ape_x_base) must be in [0, 1]": all(0 <= e <= 1 for e in epsilons),
             "epsilon_decay_steps must be >= 0": self.epsilon_decay_steps >= 0,
             "samples_per_insert must be > 0": self.samples_per_insert > 0,
+            "insert_max_delay_ms must be > 0": self.insert_max_delay_ms > 0,
             "min_replay_size must be <= max_replay_size": (
                 self.min_replay_size <= self.max_replay_size
             ),
