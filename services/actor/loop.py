@@ -118,16 +118,19 @@ class ActingLoop:
                 )
             returns += step.reward
             lengths += 1
-            done = step.done
-            if done.any():
-                for b in np.flatnonzero(done):
-                    self.finished.append({"return": float(returns[b]), "length": int(lengths[b])})
-                    self.recent_returns.append(float(returns[b]))
-                returns[done] = 0.0
-                lengths[done] = 0
-                self.episodes += int(done.sum())
+            ended = np.flatnonzero(step.done)
+            if len(ended):
+                finished = returns[ended].tolist()
+                self.finished.extend(
+                    {"return": r, "length": n}
+                    for r, n in zip(finished, lengths[ended].tolist(), strict=True)
+                )
+                self.recent_returns.extend(finished)
+                returns[ended] = 0.0
+                lengths[ended] = 0
+                self.episodes += len(ended)
                 if self._adder is not None:
-                    self._adder.add_first(step.observation, envs=done)
+                    self._adder.add_first(step.observation, envs=step.done)
             observation = step.observation
             self.steps += num_envs
             calls += 1

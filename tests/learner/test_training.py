@@ -52,8 +52,14 @@ async def _insert(url: str, n: int) -> None:
         await ReplayClient(http).insert("dqn_transitions", data=_transitions(n), timeout_s=10)
 
 
-def test_learner_trains_on_what_replay_holds(replay_url: str, tmp_path) -> None:
-    settings = LearnerSettings(replay_url=replay_url, agent_config=AGENT_CONFIG, run_dir=tmp_path)
+@pytest.mark.parametrize("sample_process", [True, False], ids=["sampler-process", "event-loop"])
+def test_learner_trains_on_what_replay_holds(replay_url: str, tmp_path, sample_process) -> None:
+    settings = LearnerSettings(
+        replay_url=replay_url,
+        agent_config=AGENT_CONFIG,
+        run_dir=tmp_path,
+        sample_process=sample_process,
+    )
     with serve(settings) as (url, _), httpx.Client(base_url=url, timeout=10) as http:
         wait_until(lambda: http.get("/healthz").status_code == 200, timeout_s=30, what="healthz")
         first = codec.decode(http.get("/params").content)
@@ -67,7 +73,7 @@ def test_learner_trains_on_what_replay_holds(replay_url: str, tmp_path) -> None:
         assert status["phase"] == "running" and status["replay"]["table_size"] == 200
         assert status["replay"]["batches_per_sample"] == 8  # the default that fits the limiter
         assert status["learner_steps"] % 8 == 0
-        assert status["replay"]["sampler_process"]  # batches came through the sampler process
+        assert bool(status["replay"]["sampler_process"]) == sample_process
         latest = codec.decode(http.get("/params").content)
         assert latest["version"] > first["version"]
         kernel = latest["params"]["params"]["Dense_0"]["kernel"]

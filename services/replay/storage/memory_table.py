@@ -324,22 +324,27 @@ class MemoryTable:
         )
 
     def _count_draws(self, slots: np.ndarray) -> np.ndarray:
-        """Adds the draws to times_sampled; returns each draw's count including itself."""
-        ordered = np.sort(slots)
-        before = self.times_sampled[slots]
-        if (ordered[1:] != ordered[:-1]).all():  # no slot drawn twice
-            after = before + 1
-            self.times_sampled[slots] = after
-            return after
-        unique, counts = np.unique(slots, return_counts=True)
-        self.times_sampled[unique] += counts.astype(np.int32)
+        """Adds the draws to times_sampled; returns each draw's count including itself.
+
+        A slot drawn k times in one batch counts 1..k on top of what it had, in draw order (as
+        if drawn one after the other). One stable argsort, no np.unique: a batch of 256 from a
+        table of 20k repeats a slot four times in five, and this is the sample's hot path.
+        """
+        n = len(slots)
         order = np.argsort(slots, kind="stable")
-        starts = np.r_[True, slots[order][1:] != slots[order][:-1]]
-        rank = np.arange(len(slots)) - np.maximum.accumulate(
-            np.where(starts, np.arange(len(slots)), 0)
-        )
-        ts = np.empty(len(slots), np.int64)
-        ts[order] = before[order] + rank + 1
+        ordered = slots[order]
+        position = np.arange(n)
+        starts = np.empty(n, bool)
+        starts[:1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+        rank = position - np.maximum.accumulate(np.where(starts, position, 0))
+        counts = self.times_sampled[ordered] + rank + 1
+        last = np.empty(n, bool)  # the last draw of each slot holds its total
+        last[-1:] = True
+        last[:-1] = starts[1:]
+        self.times_sampled[ordered[last]] = counts[last]
+        ts = np.empty(n, np.int64)
+        ts[order] = counts
         return ts
 
     def _draw_removing(self, n: int, mts: int) -> tuple[np.ndarray, ...]:
