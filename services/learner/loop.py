@@ -1,11 +1,13 @@
 """The learner's training loop: sample replay, update, publish, checkpoint.
 
-    event loop: PREFETCH sampler tasks --batches--> inbox --> update thread: sgd_step, back to back
-                          ^--- one slot per batch taken ---'      |--> every publish_every: new version
-                                                                  '--> priorities --> sender task
+    sampler process (services/learner/sampler.py), or PREFETCH sampler tasks on the event loop
+        --batches--> update thread: sgd_steps, back to back
+                         |--> every publish_every: new version
+                         '--> priorities --> sender task (event loop)
 
 Up to ``prefetch`` batches are requested or waiting while an update runs, so the HTTP round trip
-to replay overlaps the computation. The jitted update runs in one dedicated thread that takes
+to replay overlaps the computation. The update thread takes batches through one ``Take``
+function, whichever feeds them. The jitted update runs in one dedicated thread that takes
 the next batch as soon as it is done (never on the event loop; no loop -> thread -> loop hop per
 update). The thread is the only writer of the training state; ``_lock`` makes (state, steps,
 version) consistent for checkpoints. Parameters are encoded once per version, so ``GET /params``
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +35,9 @@ from services.learner.checkpoint import (
     state_from_nest,
 )
 from services.learner.counters import EpisodeCounters
+from services.learner.feed import LoopFeed, ProcessFeed, SamplingFailed, Taken
 from services.learner.logs import MetricsLogger, PrometheusMetrics
-from services.learner.sampler import (
-    BATCH,
-    FAILED,
-    NOT_FOUND,
-    UNREACHABLE,
-    SamplerProcess,
-    is_flat,
-)
+from services.learner.sampler import is_flat
 from shared import codec
 from shared.clients import ReplayClient, SampleBatch
 from shared.errors import (
@@ -49,13 +45,11 @@ from shared.errors import (
     ConnectionFailed,
     InvalidRequest,
     NotFound,
-    RateLimited,
     ServiceUnavailable,
 )
 
 log = logging.getLogger("rlfleet.learner")
 
-SAMPLE_TIMEOUT_S = 2.0  # one long-poll on the replay's rate limiter; then ask again
 REPORT_EVERY_S = 1.0
 RATE_WINDOW = 10  # updates_per_s is measured over the last RATE_WINDOW reports
 MAX_BACKOFF_S = 5.0
@@ -115,7 +109,7 @@ class LearnerLoop:
         signature = tables.get(self.table, {}).get("signature")
         self.sampler_process = sampler_process and is_flat(signature)
         self._token = token
-        self._sampler: SamplerProcess | None = None
+        self._feed: ProcessFeed | LoopFeed | None = None
         self._recreating: Any = None  # the pending re-creation of a vanished table
 
         self.steps = int(jax.device_get(state.step))
@@ -133,8 +127,6 @@ class LearnerLoop:
         self._priorities: asyncio.Queue[tuple[np.ndarray, np.ndarray]] = asyncio.Queue(
             maxsize=PRIORITY_QUEUE
         )
-        self._inbox: queue.SimpleQueue[SampleBatch] = queue.SimpleQueue()
-        self._slots = asyncio.Semaphore(prefetch)  # batches requested or waiting in the inbox
         self._lock = threading.Lock()  # (state, steps, version, sums) change together
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -186,9 +178,8 @@ class LearnerLoop:
             await asyncio.to_thread(self._thread.join, timeout_s)
             if self._thread.is_alive():
                 raise RuntimeError(f"the update thread did not stop within {timeout_s}s")
-        if self._sampler is not None:
-            await asyncio.to_thread(self._sampler.close)
-            self._sampler = None
+        if self._feed is not None:
+            await self._feed.aclose()
         if self.phase != "failed":
             self.phase = "stopped"
         if self.checkpointer is not None:
@@ -207,16 +198,32 @@ class LearnerLoop:
     async def _train(self) -> None:
         try:
             await self._ensure_tables()
+            batch_size = self.config.batch_size * self.batches_per_sample
             if self.sampler_process:
-                await self._start_sampler()
-                self._thread = threading.Thread(
-                    target=self._update_from_sampler, name="learner-update"
+                self._feed = ProcessFeed(
+                    replay_url=self.replay.base_url,
+                    token=self._token,
+                    table=self.table,
+                    signature=self.tables[self.table]["signature"],
+                    batch_size=batch_size,
+                    prefetch=self.prefetch,
+                    on_unreachable=self._replay_unreachable,
+                    on_table_gone=self._recreate_tables,
                 )
-                self._thread.start()
-                return
-            self._thread = threading.Thread(target=self._update_forever, name="learner-update")
+            else:
+                self._feed = LoopFeed(
+                    replay=self.replay,
+                    table=self.table,
+                    batch_size=batch_size,
+                    prefetch=self.prefetch,
+                    on_unreachable=self._replay_unreachable,
+                    on_table_gone=self._ensure_tables,
+                )
+            await self._feed.start()
+            self._thread = threading.Thread(
+                target=self._update_forever, args=(self._feed.take,), name="learner-update"
+            )
             self._thread.start()
-            await asyncio.gather(*(self._sample_forever() for _ in range(self.prefetch)))
         except (Conflict, InvalidRequest) as e:
             self._fail(f"replay refused the learner: {e.detail}")
         except Exception as e:  # a bug: make it visible on /healthz rather than lose the task
@@ -228,7 +235,7 @@ class LearnerLoop:
         self.phase, self.error = "failed", error
         self._stopping.set()
         if self._tasks and self._tasks[0] is not asyncio.current_task():
-            self._tasks[0].cancel()  # the samplers
+            self._tasks[0].cancel()  # the training task (table creation, the feed starting)
         log.error("training stopped: %s", error)
 
     async def _ensure_tables(self) -> None:
@@ -246,103 +253,40 @@ class LearnerLoop:
                     delay = min(delay * 2, MAX_BACKOFF_S)
         self.phase = "running"
 
-    async def _sample(self) -> SampleBatch:
-        """One batch; waits through rate limiting and replay restarts (with backoff)."""
-        delay = 0.1
-        while True:
-            try:
-                batch = await self.replay.sample(
-                    self.table,
-                    self.config.batch_size * self.batches_per_sample,
-                    timeout_s=SAMPLE_TIMEOUT_S,
-                )
-            except RateLimited:
-                continue  # not enough data yet, or the sample/insert ratio holds us back
-            except NotFound:
-                log.warning("table %s is gone (replay restarted?); creating it again", self.table)
-                await self._ensure_tables()
-                continue
-            except (ConnectionFailed, ServiceUnavailable) as e:
-                self.phase = "waiting_for_replay"
-                log.warning("sampling failed (%s); retrying in %.1fs", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
-                continue
-            self.phase = "running"
-            self.table_size = batch.table_size
-            return batch
+    def _replay_unreachable(self, detail: str) -> None:
+        self.phase = "waiting_for_replay"
+        log.warning("sampling failed (%s); the sampler retries", detail)
 
-    async def _sample_forever(self) -> None:
-        while True:
-            await self._slots.acquire()  # released when the update thread takes a batch
-            self._inbox.put(await self._sample())
+    def _recreate_tables(self) -> None:
+        """From the update thread: the table vanished (replay restarted); create it again once."""
+        if self._recreating is None or self._recreating.done():
+            log.warning("table %s is gone (replay restarted?); creating it again", self.table)
+            self._recreating = asyncio.run_coroutine_threadsafe(self._ensure_tables(), self._loop)
 
-    def _update_forever(self) -> None:
-        """The update thread: one update per batch, back to back while batches are there."""
+    def _update_forever(self, take: Callable[[float], Taken]) -> None:
+        """The update thread: one update per batch ``take`` hands over, back to back."""
         assert self._loop is not None
         waited = time.perf_counter()
         while not self._stopping.is_set():
             try:
-                sample = self._inbox.get(timeout=0.1)
-            except queue.Empty:
+                got = take(0.1)
+            except SamplingFailed as e:  # the sampler process died or was refused
+                self._loop.call_soon_threadsafe(self._fail, str(e))
+                return
+            if got is None:
                 continue
+            sample, release = got
             self.metrics.sample_wait_seconds.observe(time.perf_counter() - waited)
-            self._loop.call_soon_threadsafe(self._slots.release)
+            self.phase, self.table_size = "running", sample.table_size
             try:
                 self._update(sample)
             except Exception as e:  # a bug or a diverged update: make it visible on /healthz
                 log.exception("update failed")
                 self._loop.call_soon_threadsafe(self._fail, repr(e))
                 return
+            finally:
+                release()
             waited = time.perf_counter()
-
-    async def _start_sampler(self) -> None:
-        signature = self.tables[self.table]["signature"]
-        # Started from the event loop's thread: the child's PDEATHSIG is tied to this thread.
-        self._sampler = SamplerProcess(
-            replay_url=self.replay.base_url,
-            token=self._token,
-            table=self.table,
-            signature=signature,
-            batch_size=self.config.batch_size * self.batches_per_sample,
-            prefetch=self.prefetch,
-        )
-        await asyncio.to_thread(self._sampler.wait_ready)
-        log.info("sampling in process %d (prefetch %d)", self._sampler.pid, self.prefetch)
-
-    def _update_from_sampler(self) -> None:
-        """The update thread with a sampler process: batches come from shared memory."""
-        assert self._loop is not None and self._sampler is not None
-        sampler, waited = self._sampler, time.perf_counter()
-        while not self._stopping.is_set():
-            try:
-                kind, slot, sample, detail = sampler.get(timeout_s=0.1)
-            except RuntimeError as e:  # the child died
-                self._loop.call_soon_threadsafe(self._fail, str(e))
-                return
-            if kind == BATCH:
-                self.metrics.sample_wait_seconds.observe(time.perf_counter() - waited)
-                self.phase, self.table_size = "running", sample.table_size
-                try:
-                    self._update(sample)
-                except Exception as e:  # a bug or a diverged update: visible on /healthz
-                    log.exception("update failed")
-                    self._loop.call_soon_threadsafe(self._fail, repr(e))
-                    return
-                finally:
-                    sampler.release(slot)  # the child may overwrite the batch from now on
-                waited = time.perf_counter()
-            elif kind == UNREACHABLE:
-                self.phase = "waiting_for_replay"
-                log.warning("sampling failed (%s); the sampler retries", detail)
-            elif kind == NOT_FOUND and (self._recreating is None or self._recreating.done()):
-                log.warning("table %s is gone (replay restarted?); creating it again", self.table)
-                self._recreating = asyncio.run_coroutine_threadsafe(
-                    self._ensure_tables(), self._loop
-                )
-            elif kind == FAILED:
-                self._loop.call_soon_threadsafe(self._fail, f"sampling failed: {detail}")
-                return
 
     def _update(self, sample: SampleBatch) -> None:
         batch = dict(sample.data)
@@ -473,7 +417,7 @@ class LearnerLoop:
                 "table_size": self.table_size,
                 "prefetch": self.prefetch,
                 "batches_per_sample": self.batches_per_sample,
-                "sampler_process": self._sampler.pid if self._sampler else None,
+                "sampler_process": getattr(self._feed, "pid", None),
             },
         }
 

@@ -211,7 +211,7 @@ class SamplerProcess:
                 m.close()
 
     def _read(self, n: int, timeout_s: float | None) -> bytes | None:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         while len(self._buffer) < n:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not select.select([self._out], [], [], wait)[0]:
