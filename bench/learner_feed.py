@@ -1,6 +1,6 @@
 """How much the replay service costs the learner: updates/s fed over HTTP vs from memory.
 
-    python -m bench.learner_feed [--batch-size 128] [--seconds 10] [--prefetch 2]
+    python -m bench.learner_feed [--batch-size 128] [--seconds 10] [--prefetch 3]
                                  [--batches-per-sample 1 4 8]
 
 Both sides run the learner's own ``LearnerLoop`` (sampler tasks, prefetch, the update thread,
@@ -165,7 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=10.0, help="per fed measurement")
-    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=3, help="as SAMPLE_PREFETCH")
     parser.add_argument(
         "--batches-per-sample", type=int, nargs="+", default=[1, 4, 8], help="k values to compare"
     )

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Several batches per sample request cut the learner's CPU per update (HTTP and decoding are paid
 # once per request) and make the replay the only bound; see docs/learner.md for the figures.
-DEFAULT_BATCHES_PER_SAMPLE = 8
+DEFAULT_BATCHES_PER_SAMPLE = 4
 
 
 class LearnerSettings(BaseSettings):
@@ -48,7 +48,7 @@ class LearnerSettings(BaseSettings):
         default=None, description="Metrics (JSONL) and TensorBoard events go here; unset = none."
     )
     sample_prefetch: int = Field(
-        default=2, ge=1, le=16, description="Batches requested ahead of the update that uses them."
+        default=3, ge=1, le=16, description="Batches requested ahead of the update that uses them."
     )
     batches_per_sample: int | None = Field(
         default=None,

@@ -71,8 +71,8 @@ def test_learner_trains_on_what_replay_holds(replay_url: str, tmp_path, sample_p
         )
         status = http.get("/status").json()
         assert status["phase"] == "running" and status["replay"]["table_size"] == 200
-        assert status["replay"]["batches_per_sample"] == 8  # the default that fits the limiter
-        assert status["learner_steps"] % 8 == 0
+        assert status["replay"]["batches_per_sample"] == 4  # the default that fits the limiter
+        assert status["learner_steps"] % 4 == 0
         assert bool(status["replay"]["sampler_process"]) == sample_process
         latest = codec.decode(http.get("/params").content)
         assert latest["version"] > first["version"]
