@@ -73,7 +73,7 @@ class ProcessFeed:
         await asyncio.to_thread(self._process.wait_ready)
         log.info("sampling in process %d", self._process.pid)
 
-    def take(self, timeout_s: float) -> tuple[SampleBatch, Callable[[], None]] | None:
+    def take(self, timeout_s: float) -> Taken:
         """The next batch and the function that gives its slot back; None after ``timeout_s``."""
         assert self._process is not None
         deadline = time.monotonic() + timeout_s
