@@ -23,8 +23,8 @@ TARGET_BYTES_REDIS = 2.0
 METHOD = """\
 Each scenario runs its variants in short rounds, interleaved in rotating order after one warm-up
 round each; a rate is the median over rounds, a ratio the median of the per-round ratios. Load comes
-from one process (uvloop) through `shared.clients.ReplayClient` (columnar insert, sample) over the
-aiohttp transport; each client has its own connection. MB/s counts item payload bytes (1 MB =
+from one process (uvloop) through `shared.clients.ReplayClient` (columnar insert, sample) on an
+aiohttp session; each client has its own connection. MB/s counts item payload bytes (1 MB =
 10^6 B). The servers are real processes: `python -m services.replay` (memory; Redis on a private
 `redis-server`), and the HTTP floor `python -m bench.floors`, the same FastAPI + uvicorn stack served
 the same way, whose routes read the request body (the very bytes `ReplayClient` sends) and answer

@@ -26,14 +26,12 @@ from typing import Any
 from services.learner.sampler import (
     BATCH,
     FAILED,
-    MAX_BACKOFF_S,
     NOT_FOUND,
-    SAMPLE_TIMEOUT_S,
     UNREACHABLE,
     SamplerProcess,
+    sample_patiently,
 )
 from shared.clients import ReplayClient, SampleBatch
-from shared.errors import ConnectionFailed, NotFound, RateLimited, ServiceUnavailable
 
 log = logging.getLogger("rlfleet.learner")
 
@@ -155,21 +153,13 @@ class LoopFeed:
             self._inbox.put(await self._sample())
 
     async def _sample(self) -> SampleBatch:
-        delay = 0.1
-        while True:
-            try:
-                return await self._replay.sample(
-                    self._table, self._batch_size, timeout_s=SAMPLE_TIMEOUT_S
-                )
-            except RateLimited:
-                continue  # not enough data yet, or the sample/insert ratio holds us back
-            except NotFound:
-                await self._on_table_gone()
-                continue
-            except (ConnectionFailed, ServiceUnavailable) as e:
-                self._on_unreachable(str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+        return await sample_patiently(
+            self._replay,
+            self._table,
+            self._batch_size,
+            on_unreachable=self._on_unreachable,
+            on_table_gone=self._on_table_gone,
+        )
 
 
 def _nothing() -> None:

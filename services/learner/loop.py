@@ -37,7 +37,7 @@ from services.learner.checkpoint import (
 from services.learner.counters import EpisodeCounters
 from services.learner.feed import LoopFeed, ProcessFeed, SamplingFailed, Taken
 from services.learner.logs import MetricsLogger, PrometheusMetrics
-from services.learner.sampler import is_flat
+from services.learner.sampler import MAX_BACKOFF_S, is_flat
 from shared import codec
 from shared.clients import ReplayClient, SampleBatch
 from shared.errors import (
@@ -52,7 +52,6 @@ log = logging.getLogger("rlfleet.learner")
 
 REPORT_EVERY_S = 1.0
 RATE_WINDOW = 10  # updates_per_s is measured over the last RATE_WINDOW reports
-MAX_BACKOFF_S = 5.0
 PRIORITY_QUEUE = 64
 
 

@@ -34,13 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.clients import SampleBatch
+from shared.clients import ReplayClient, SampleBatch
+from shared.errors import ConnectionFailed, NotFound, RateLimited, ServiceUnavailable
 from shared.runtime import die_with_parent
 
 log = logging.getLogger("rlfleet.learner.sampler")
@@ -51,7 +53,13 @@ START_TIMEOUT_S = 60.0
 NICE = 5
 SAMPLE_TIMEOUT_S = 2.0
 MAX_BACKOFF_S = 5.0
-_EXTRA = {"keys": ("<u8", ()), "probabilities": ("<f8", ())}
+# SampleBatch's own fields, beside the table's signature (``data``)
+_EXTRA = {
+    "keys": ("<u8", ()),
+    "probabilities": ("<f8", ()),
+    "priorities": ("<f8", ()),
+    "times_sampled": ("<i8", ()),
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class SamplerProcess:
             "table": table,
             "batch_size": batch_size,
             "layout": {k: [d, list(s), o] for k, (d, s, o) in self.layout.fields.items()},
+            "nbytes": self.layout.nbytes,
             "slots": [str(p) for p in paths],
         }
         env = {
@@ -170,12 +179,7 @@ class SamplerProcess:
             views = self._views[slot]
             data = {k: v for k, v in views.items() if k not in _EXTRA}
             batch = SampleBatch(
-                keys=views["keys"],
-                probabilities=views["probabilities"],
-                priorities=np.empty(0),
-                times_sampled=np.empty(0, np.int64),
-                table_size=table_size,
-                data=data,
+                **{name: views[name] for name in _EXTRA}, table_size=table_size, data=data
             )
             return kind, slot, batch, detail
         return kind, slot, None, detail
@@ -225,6 +229,32 @@ class SamplerProcess:
         return out
 
 
+async def sample_patiently(
+    replay: ReplayClient,
+    table: str,
+    batch_size: int,
+    *,
+    on_unreachable: Callable[[str], None],
+    on_table_gone: Callable[[], Awaitable[None]],
+) -> SampleBatch:
+    """One batch, asked for until replay gives it: again at once after a 429 (the rate limiter
+    held it for one long-poll), with backoff while replay is unreachable (``on_unreachable``) or
+    the table is gone (after ``on_table_gone()``, which has it created again). Both feeds sample
+    through this; a refusal (422, 401, 409) is raised."""
+    delay = 0.1
+    while True:
+        try:
+            return await replay.sample(table, batch_size, timeout_s=SAMPLE_TIMEOUT_S)
+        except RateLimited:
+            continue  # not enough data yet, or the sample/insert ratio holds us back
+        except NotFound:
+            await on_table_gone()
+        except (ConnectionFailed, ServiceUnavailable) as e:
+            on_unreachable(str(e))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_BACKOFF_S)
+
+
 # ---- the child --------------------------------------------------------------------------------
 
 
@@ -237,10 +267,10 @@ def _map_slots(paths: list[str]) -> list[mmap.mmap]:
 
 
 async def _child(spec: dict[str, Any], token: str | None, maps: list[mmap.mmap]) -> None:
-    from shared.clients import ReplayClient, make_http_client
-    from shared.errors import ConnectionFailed, NotFound, RateLimited, ServiceUnavailable
+    from shared.clients import make_http_client
 
-    layout = Layout({k: (d, tuple(s), o) for k, (d, s, o) in spec["layout"].items()}, nbytes=0)
+    fields = {k: (d, tuple(s), o) for k, (d, s, o) in spec["layout"].items()}
+    layout = Layout(fields, nbytes=spec["nbytes"])
     views = [layout.views(memoryview(m)) for m in maps]
     free: asyncio.Queue[int] = asyncio.Queue()
     out = sys.stdout.buffer
@@ -266,27 +296,24 @@ async def _child(spec: dict[str, Any], token: str | None, maps: list[mmap.mmap])
             raise
 
     async def sample_into_slots(replay: ReplayClient) -> None:
-        table, batch_size = spec["table"], spec["batch_size"]
         while True:
             slot = await free.get()
-            delay = 0.1
-            while True:
-                try:
-                    batch = await replay.sample(table, batch_size, timeout_s=SAMPLE_TIMEOUT_S)
-                    break
-                except RateLimited:
-                    continue  # not enough data yet, or the sample/insert ratio holds us back
-                except NotFound as e:
-                    write(NOT_FOUND, slot, detail=str(e))
-                except (ConnectionFailed, ServiceUnavailable) as e:
-                    write(UNREACHABLE, slot, detail=str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+
+            async def table_gone(slot: int = slot) -> None:  # the learner creates it again
+                write(NOT_FOUND, slot)
+
+            batch = await sample_patiently(
+                replay,
+                spec["table"],
+                spec["batch_size"],
+                on_unreachable=lambda detail, slot=slot: write(UNREACHABLE, slot, detail=detail),
+                on_table_gone=table_gone,
+            )
             target = views[slot]
             for name, array in batch.data.items():
                 target[name][...] = array
-            target["keys"][...] = batch.keys
-            target["probabilities"][...] = batch.probabilities
+            for name in _EXTRA:
+                target[name][...] = getattr(batch, name)
             write(BATCH, slot, batch.table_size)
 
     async with make_http_client(spec["replay_url"], token=token) as http:

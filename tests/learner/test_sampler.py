@@ -81,6 +81,7 @@ def test_batches_arrive_in_shared_memory_and_slots_are_reused() -> None:
                 np.testing.assert_array_equal(batch.data["observation"][:, 0], ids)
                 np.testing.assert_array_equal(batch.data["observation"][:, 1], -ids)
                 assert np.all(batch.probabilities == pytest.approx(0.01))
+                assert np.all(batch.priorities == 1.0) and np.all(batch.times_sampled >= 1)
                 seen.add(slot)
                 sampler.release(slot)
             assert seen == {0, 1, 2}  # prefetch + 1 slots
