@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from shared.interfaces import EnvSpec
+
 
 class VectorStep(NamedTuple):
     observation: np.ndarray  # (num_envs, *obs_shape): what to act on next (reset obs if ended)
@@ -25,20 +27,18 @@ class VectorStep(NamedTuple):
 
 
 def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of ``env_id`` stepped in this thread; discrete actions, flat obs."""
-    env = gym.make_vec(
+    """``num_envs`` copies of ``env_id`` stepped in this thread (the agent judges the spaces)."""
+    return gym.make_vec(
         env_id,
         num_envs=num_envs,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
     )
-    if not isinstance(env.single_action_space, gym.spaces.Discrete):
-        env.close()
-        raise ValueError(f"{env_id}: the DQN actor needs a Discrete action space")
-    if len(env.single_observation_space.shape or ()) != 1:
-        env.close()
-        raise ValueError(f"{env_id}: the DQN actor needs flat (1-d) observations")
-    return env
+
+
+def spec_of(env_id: str, env: gym.vector.VectorEnv) -> EnvSpec:
+    """The spec of one of ``env``'s environments."""
+    return EnvSpec(env_id, env.single_observation_space, env.single_action_space)
 
 
 def step(env: gym.vector.VectorEnv, actions: np.ndarray) -> VectorStep:

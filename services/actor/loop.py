@@ -1,10 +1,10 @@
-"""The actor: reads the experiment from the learner, then acts until told to stop.
+"""The actor: reads the experiment from the learner, builds its agent, then acts until told to stop.
 
 Tasks on one event loop, in one thread (all owned by ``ActorRuntime``)::
 
     acting          ActingLoop.run: policy -> env.step -> adder, as fast as it can; after each
                     step it yields once, so the other tasks' ready I/O runs between two steps
-    writer          InsertWriter senders (adder requests -> replay)
+    writers         InsertWriter senders, one writer per table (adder requests -> replay)
     variables       VariableClient (parameters <- learner, every variable_update_period calls)
     reporter        steps and episodes -> learner every REPORT_EVERY_S
 
@@ -23,64 +23,73 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import gymnasium as gym
 import jax
 import numpy as np
 
 from services.actor import environment
-from services.actor.adders import NStepTransitionAdder
 from services.actor.settings import ActorSettings
 from services.actor.variable_client import VariableClient
 from services.actor.writer import InsertWriter
-from shared.agents.dqn import DQNConfig, make_network, make_policy
+from services.experiment import experiment_from_description
 from shared.clients import LearnerClient, ReplayClient, make_http_client
 from shared.errors import ConnectionFailed, ServiceError, ServiceUnavailable
-from shared.interfaces import Adder
+from shared.interfaces import Adder, Batching, Placement, Policy
 
 log = logging.getLogger(__name__)
 
-EPSILON_REFRESH_STEPS = 256
 WAIT_FOR_ROOM_S = 0.2  # back-pressure is waited for in slices, so that stop() is seen
 
-StepPolicy = Callable[[Any, np.ndarray, np.ndarray, jax.Array], tuple[jax.Array, jax.Array]]
 
+class Variables(Protocol):
+    """Where the acting loop gets parameters: the learner over HTTP (``VariableClient``), the
+    in-process trainer, or fixed ones (``rlfleet eval``)."""
 
-def make_step_policy(policy: Callable[..., jax.Array]) -> StepPolicy:
-    """``(params, obs, epsilons, key) -> (actions, next_key)`` in one jitted call."""
+    @property
+    def params(self) -> Any: ...
 
-    @jax.jit
-    def step_policy(params, observations, epsilons, key):
-        key, policy_key = jax.random.split(key)
-        return policy(params, observations, epsilons, policy_key), key
-
-    return step_policy
+    def update(self, calls: int) -> None:
+        """Told the policy-call count after each call; may bring newer parameters. Never blocks."""
+        ...
 
 
 class ActingLoop:
-    """Steps ``env`` with the batched policy and feeds the adder; ``run`` is the acting task."""
+    """Steps ``env`` with the agent's batched policy and feeds the adder.
+
+    ``step()`` is one vector step (policy -> env.step -> adder -> episode bookkeeping); the
+    in-process runner and ``rlfleet eval`` call it directly, and ``run()``, the actor service's
+    acting task, calls it in a loop with a turn of the event loop and the writers' back-pressure
+    in between.
+    """
 
     def __init__(
         self,
         env: gym.vector.VectorEnv,
-        policy: StepPolicy,
-        variables: VariableClient,
+        policy: Policy,
+        variables: Variables,
         adder: Adder | None,
-        epsilons: Callable[[int], np.ndarray],
         *,
         seed: int,
-        writer: InsertWriter | None = None,
+        placement: Placement,
+        writers: Sequence[InsertWriter] = (),
     ) -> None:
         self._env = env
         self._policy = policy
         self._variables = variables
         self._adder = adder
-        self._writer = writer
-        self._epsilons = epsilons
+        self._writers = writers
         self._seed = seed
+        self._placement = placement
         self._stop = False
+        self._state: Any = None
+        self._observation: np.ndarray | None = None
+        self._first: np.ndarray | None = None
+        self._returns = np.zeros(env.num_envs, np.float64)
+        self._lengths = np.zeros(env.num_envs, np.int64)
+        self.calls = 0  # policy calls: the variable client's clock, as in Acme
         self.steps = 0  # env steps, all envs counted
         self.episodes = 0
         self.finished: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
@@ -94,50 +103,65 @@ class ActingLoop:
     def stop(self) -> None:
         self._stop = True
 
-    async def run(self) -> None:
-        num_envs = self._env.num_envs
-        observation, _ = self._env.reset(seed=self._seed)
+    def close(self) -> None:
+        self._env.close()
+
+    def reset(self) -> None:
+        """Resets the environments (seeded) and the policy state; the first call of ``step``."""
+        self._observation, _ = self._env.reset(seed=self._seed)
         if self._adder is not None:
-            self._adder.add_first(observation)
-        key = jax.random.PRNGKey(self._seed)
-        returns = np.zeros(num_envs, np.float64)
-        lengths = np.zeros(num_envs, np.int64)
-        calls = 0  # policy calls: the variable client's clock, as in Acme
-        while not self._stop:
-            epsilons = self._epsilons(self.steps)  # (num_envs,)
-            actions, key = self._policy(self._variables.params, observation, epsilons, key)
-            actions = np.asarray(actions)  # (num_envs,) int32
-            step = environment.step(self._env, actions)
+            self._adder.add_first(self._observation)
+        self._state = self._policy.init(jax.random.PRNGKey(self._seed), self._placement)
+        self._first = np.ones(self._env.num_envs, bool)
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+
+    def step(self) -> None:
+        """One step of every environment with the latest parameters."""
+        if self._state is None:
+            self.reset()
+        actions, extras, self._state = self._policy.step(
+            self._variables.params, self._state, self._observation, self._first
+        )
+        actions = np.asarray(actions)  # (num_envs, *action_shape)
+        step = environment.step(self._env, actions)
+        if self._adder is not None:
+            self._adder.add(
+                actions,
+                step.reward,
+                step.final_observation,
+                terminated=step.terminated,
+                truncated=step.truncated,
+                extras={name: np.asarray(v) for name, v in extras.items()} if extras else None,
+            )
+        self._returns += step.reward
+        self._lengths += 1
+        ended = np.flatnonzero(step.done)
+        if len(ended):
+            finished = self._returns[ended].tolist()
+            self.finished.extend(
+                {"return": r, "length": n}
+                for r, n in zip(finished, self._lengths[ended].tolist(), strict=True)
+            )
+            self.recent_returns.extend(finished)
+            self._returns[ended] = 0.0
+            self._lengths[ended] = 0
+            self.episodes += len(ended)
             if self._adder is not None:
-                self._adder.add(
-                    actions,
-                    step.reward,
-                    step.final_observation,
-                    terminated=step.terminated,
-                    truncated=step.truncated,
-                )
-            returns += step.reward
-            lengths += 1
-            ended = np.flatnonzero(step.done)
-            if len(ended):
-                finished = returns[ended].tolist()
-                self.finished.extend(
-                    {"return": r, "length": n}
-                    for r, n in zip(finished, lengths[ended].tolist(), strict=True)
-                )
-                self.recent_returns.extend(finished)
-                returns[ended] = 0.0
-                lengths[ended] = 0
-                self.episodes += len(ended)
-                if self._adder is not None:
-                    self._adder.add_first(step.observation, envs=step.done)
-            observation = step.observation
-            self.steps += num_envs
-            calls += 1
-            self._variables.update(calls)
+                self._adder.add_first(step.observation, envs=step.done)
+        self._observation, self._first = step.observation, step.done
+        self.steps += self._env.num_envs
+        self.calls += 1
+        self._variables.update(self.calls)
+
+    async def run(self) -> None:
+        self.reset()
+        while not self._stop:
+            self.step()
             await asyncio.sleep(0)  # the senders, the variable client and the server run here
-            while self._writer is not None and self._writer.full and not self._stop:
-                await self._writer.wait_for_room(WAIT_FOR_ROOM_S)
+            for writer in self._writers:
+                while writer.full and not self._stop:
+                    await writer.wait_for_room(WAIT_FOR_ROOM_S)
         if self._adder is not None:
             self._adder.flush()
 
@@ -162,7 +186,7 @@ class ActorRuntime:
         self.seed: int | None = None
         self.steps_per_s = 0.0
         self.acting: ActingLoop | None = None
-        self.writer: InsertWriter | None = None
+        self.writers: list[InsertWriter] = []  # one per table of the agent
         self.variables: VariableClient | None = None
         self._learner_http = make_http_client(settings.learner_url, token=settings.token)
         self._replay_http = make_http_client(settings.replay_url, token=settings.token)
@@ -198,83 +222,60 @@ class ActorRuntime:
             log.exception("the actor failed")
 
     async def _start_acting(self) -> None:
-        experiment = await self._read_experiment()
-        if experiment.get("agent") != "dqn":
-            raise ValueError(f"agent {experiment.get('agent')!r} is not supported (only 'dqn')")
-        config = DQNConfig.from_dict(experiment.get("agent_config") or {})
-        self.env_id = str(experiment["env_id"])
-        self.num_envs = self.settings.num_envs or config.num_envs
-        self.seed = actor_seed(self.settings, int(experiment.get("seed") or 0))
+        description = await self._read_experiment()
+        self.env_id = str(description["env_id"])
+        fleet = description.get("fleet") or {}
+        self.num_envs = self.settings.num_envs or int(fleet.get("num_envs") or 1)
+        self.seed = actor_seed(self.settings, int(description.get("seed") or 0))
         self._env = env = environment.make_vector_env(self.env_id, self.num_envs)
-        obs_dim = int(env.single_observation_space.shape[0])
-        network = make_network(config, int(env.single_action_space.n))
-        policy = make_step_policy(make_policy(network))
+        experiment = experiment_from_description(description, environment.spec_of(self.env_id, env))
+        agent, fleet = experiment.agent, experiment.fleet
 
-        self.variables = VariableClient(self.learner, update_period=config.variable_update_period)
+        self.variables = VariableClient(self.learner, update_period=fleet.variable_update_period)
         self.state = "waiting_for_params"
         await self.variables.wait_first()
         self.variables.start()
 
         adder = None
         if not self.evaluation:
-            self.writer = InsertWriter(
-                self.replay,
-                config.table_name,
-                table_config=(experiment.get("tables") or {}).get(config.table_name)
-                or config.replay_table_config(obs_dim),
-                max_pending=self.settings.max_pending_requests,
-                concurrency=self.settings.concurrent_inserts,
-                timeout_s=self.settings.insert_timeout_s,
-            )
-            self.writer.start()
-            adder = NStepTransitionAdder(
-                self.writer.put,
-                num_envs=self.num_envs,
-                n_step=config.n_step,
-                discount=config.discount,
-                batch_size=config.insert_batch_size,
-                max_delay_s=config.insert_max_delay_ms / 1000,
+            self.writers = [
+                InsertWriter(
+                    self.replay,
+                    name,
+                    table_config=body,
+                    max_pending=self.settings.max_pending_requests,
+                    concurrency=self.settings.concurrent_inserts,
+                    timeout_s=self.settings.insert_timeout_s,
+                )
+                for name, body in agent.tables.items()
+            ]
+            for writer in self.writers:
+                writer.start()
+            adder = agent.make_adder(
+                {writer.table: writer.put for writer in self.writers},
+                self.num_envs,
+                Batching(fleet.insert_batch_size, fleet.insert_max_delay_s, time.monotonic),
             )
         self.acting = ActingLoop(
             env,
-            policy,
+            agent.evaluation_policy if self.evaluation else agent.policy,
             self.variables,
             adder,
-            self._epsilon_fn(config),
             seed=self.seed,
-            writer=self.writer,
+            placement=Placement(self.num_envs, self.settings.actor_index, self.settings.num_actors),
+            writers=self.writers,
         )
         self._reporter = asyncio.create_task(self._report_forever(), name="reporter")
         log.info(
-            "acting in %d x %s (seed %d, role %s, params version %s)",
+            "acting in %d x %s (agent %s, seed %d, role %s, params version %s)",
             self.num_envs,
             self.env_id,
+            experiment.agent_name,
             self.seed,
             self.settings.role,
             self.variables.version,
         )
         self._acting_task = asyncio.create_task(self.acting.run(), name="acting")
-
-    def _epsilon_fn(self, config: DQNConfig) -> Callable[[int], np.ndarray]:
-        num_envs = self.num_envs
-        if self.evaluation:
-            fixed = np.full(num_envs, config.evaluation_epsilon, np.float32)
-            return lambda step: fixed
-        # Every env is one Ape-X "actor": index actor_index * num_envs + e of the whole fleet.
-        # Epsilons change slowly: they are recomputed every EPSILON_REFRESH_STEPS env steps.
-        first = self.settings.actor_index * num_envs
-        total = self.settings.num_actors * num_envs
-        cache: dict[str, Any] = {"until": -1, "value": None}
-
-        def epsilons(step: int) -> np.ndarray:
-            if step >= cache["until"]:
-                cache["value"] = np.array(
-                    [config.epsilon(first + e, total, step) for e in range(num_envs)], np.float32
-                )
-                cache["until"] = step + EPSILON_REFRESH_STEPS
-            return cache["value"]
-
-        return epsilons
 
     async def _read_experiment(self) -> dict[str, Any]:
         self.state = "waiting_for_learner"
@@ -343,8 +344,9 @@ class ActorRuntime:
         if self._acting_task is not None:
             grace = self.settings.shutdown_flush_s
             done, _ = await asyncio.wait([self._acting_task], timeout=grace)
-            if not done and self.writer is not None:
-                await self.writer.aclose()  # ends a wait for room in the writer's queue
+            if not done:
+                for writer in self.writers:
+                    await writer.aclose()  # ends a wait for room in the writer's queue
             done, _ = await asyncio.wait([self._acting_task], timeout=grace)
             if not done:
                 self._acting_task.cancel()
@@ -352,8 +354,7 @@ class ActorRuntime:
         if self._run_task is not None:
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
-        if self.writer is not None:
-            await self.writer.drain(self.settings.shutdown_flush_s)
+        await asyncio.gather(*(w.drain(self.settings.shutdown_flush_s) for w in self.writers))
         if self._reporter is not None:
             self._stopping.set()  # the reporter finishes its request, then reports a last time
             done, _ = await asyncio.wait([self._reporter], timeout=10.0)
@@ -377,13 +378,13 @@ class ActorRuntime:
         )
 
     def status(self) -> dict[str, Any]:
-        acting, writer, variables = self.acting, self.writer, self.variables
+        acting, writers, variables = self.acting, self.writers, self.variables
         recent = list(acting.recent_returns) if acting else []
         errors = [
             e
             for e in (
                 self.last_error,
-                writer and writer.last_error,
+                *(w.last_error for w in writers),
                 variables and variables.last_error,
                 self._report_error,
             )
@@ -403,13 +404,13 @@ class ActorRuntime:
             "param_version": variables.version if variables else None,
             "params_fetched": variables.fetched if variables else 0,
             "params_not_modified": variables.not_modified if variables else 0,
-            "inserted_items": writer.inserted_items if writer else 0,
-            "pending_items": (writer.pending_items if writer else 0)
+            "inserted_items": sum(w.inserted_items for w in writers),
+            "pending_items": sum(w.pending_items for w in writers)
             + (acting.pending_items if acting else 0),
-            "rate_limited": writer.rate_limited if writer else 0,
-            "insert_retries": writer.retries if writer else 0,
-            "dropped_items": writer.dropped_items if writer else 0,
-            "acting_blocked_s": round(writer.blocked_s, 3) if writer else 0.0,
+            "rate_limited": sum(w.rate_limited for w in writers),
+            "insert_retries": sum(w.retries for w in writers),
+            "dropped_items": sum(w.dropped_items for w in writers),
+            "acting_blocked_s": round(sum(w.blocked_s for w in writers), 3),
             "unreported_episodes": len(self._unreported),
             "last_error": errors[0] if errors else None,
         }

@@ -20,7 +20,6 @@ import logging
 import time
 from typing import Any
 
-from services.actor.adders import Columns
 from shared.clients import ReplayClient
 from shared.errors import (
     ConnectionFailed,
@@ -29,6 +28,7 @@ from shared.errors import (
     ServiceError,
     ServiceUnavailable,
 )
+from shared.interfaces import Columns
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class InsertWriter:
         self.blocked_s = 0.0  # time acting waited for room (back-pressure)
         self.last_error: str | None = None
         self.failure: BaseException | None = None
+
+    @property
+    def table(self) -> str:
+        return self._table
 
     def start(self) -> None:
         self._senders = [

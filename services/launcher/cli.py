@@ -1,6 +1,8 @@
 """``rlfleet``: run the whole system locally, look at a service, evaluate a checkpoint.
 
-rlfleet run --actors 2 --until-return 475      # DQN on CartPole-v1 until solved
+rlfleet run --actors 2 --until-return 475      # DQN on CartPole-v1 until solved, as services
+rlfleet run --in-process --until-return 475    # the same agent in this process, reproducibly
+rlfleet run --agent mylab.agents.my_dqn ...     # any agent module (shared/interfaces.py)
 rlfleet status http://127.0.0.1:8001           # a service's /status
 rlfleet eval runs/<name>/checkpoints/ckpt-000000012000.msgpack --episodes 10
 """
@@ -83,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         " their progress and stop on a target return, a step or time limit, or Ctrl-C.",
     )
     run.add_argument("--name", help="run folder name under --runs-dir (default: a timestamp)")
+    run.add_argument(
+        "--agent",
+        default="dqn",
+        help="a short name of shared/agents/ or an importable module path (default dqn)",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the agent, its replay tables, learner and actors in this one process (no"
+        " HTTP): the same seed gives the same run bit for bit",
+    )
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="default: runs")
     run.add_argument("--actors", type=_positive_int, default=2, help="training actors (default 2)")
     run.add_argument(
@@ -90,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--until-return", type=float, metavar="R", help="stop once return_mean_100 >= R"
+    )
+    run.add_argument(
+        "--target-return",
+        type=float,
+        metavar="R",
+        help="record when return_mean_100 first reaches R, without stopping",
     )
     run.add_argument("--max-steps", type=_positive_int, metavar="S", help="stop after S env steps")
     run.add_argument("--max-seconds", type=float, metavar="T", help="stop after T seconds")
@@ -144,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("url", help="e.g. http://127.0.0.1:8001")
     status.add_argument("--json", action="store_true", help="raw JSON instead of a table")
 
-    ev = sub.add_parser("eval", help="greedy episodes of a learner checkpoint")
+    ev = sub.add_parser("eval", help="evaluation episodes of a learner checkpoint, any agent")
     ev.add_argument("checkpoint", type=Path, help="a ckpt-*.msgpack file or a CHECKPOINT_DIR")
     ev.add_argument("--episodes", type=_positive_int, default=10, help="default 10")
-    ev.add_argument("--env-id", help="default: the checkpoint's")
+    ev.add_argument("--env-id", help="default: the checkpoint's (another one must have its spaces)")
+    ev.add_argument("--agent", help="refuse the checkpoint unless it was trained by this agent")
     ev.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -168,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.checkpoint,
         episodes=args.episodes,
         env_id=args.env_id,
+        agent=args.agent,
         seed=args.seed,
         console=console,
     )
@@ -175,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
     from services.launcher.processes import default_jax_cache_dir
-    from services.launcher.run import Run, RunOptions
+    from services.launcher.run import EXIT_BAD_OPTIONS, RunOptions
 
     name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
     extra_env: dict[str, dict[str, str]] = {}
@@ -184,11 +205,14 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
     opts = RunOptions(
         name=name,
         runs_dir=args.runs_dir,
+        agent=args.agent,
+        in_process=args.in_process,
         actors=args.actors,
         num_envs=args.num_envs,
         evaluator=args.evaluator,
         evaluator_nice=args.evaluator_nice,
         until_return=args.until_return,
+        target_return=args.target_return,
         max_steps=args.max_steps,
         max_seconds=args.max_seconds,
         redis_url=args.redis_url,
@@ -205,7 +229,33 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
     if opts.run_dir.exists() and any(opts.run_dir.iterdir()):
         console.print(f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name")
         return 2
-    return asyncio.run(Run(opts, started_at=STARTED_AT, console=console).execute())
+    if opts.in_process:
+        if opts.redis_url or opts.extra_env:
+            console.print(
+                "[red]--in-process has no services:[/red] --redis-url and --env do not apply"
+                " (its replay is the memory store)"
+            )
+            return EXIT_BAD_OPTIONS
+        return _run_in_process(opts, console)
+    from services.launcher.fleet import ServicesRun
+
+    return asyncio.run(ServicesRun(opts, started_at=STARTED_AT, console=console).execute())
+
+
+def _run_in_process(opts, console: Console) -> int:
+    """The process settings every service applies, then the run: before JAX is imported."""
+    from services.launcher.processes import jax_cache_env
+
+    os.environ.update(opts.threads)
+    if opts.jax_cache_dir is not None:
+        os.environ.update(jax_cache_env(opts.jax_cache_dir.resolve()))
+    from shared.runtime import configure_process
+
+    configure_process()
+    from services.launcher.inprocess import InProcessRun
+
+    run = InProcessRun(opts, started_at=STARTED_AT, console=console, handle_signals=True)
+    return run.execute()
 
 
 if __name__ == "__main__":

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.launcher.processes import Child
 from services.launcher.progress import Snapshot, Status
+
+
+class Row(NamedTuple):
+    """One line of the live table: a service process, or a part of the in-process run."""
+
+    name: str  # "replay", "learner", "actor-0", "evaluator"
+    kind: str  # "replay", "learner" or "actor": which cells it has
+    state: str  # "running", "starting", "exited 1", ...
+    status: Status | None  # its /status (replay: {"tables": [...]}); None before it answers
 
 
 class Display(Protocol):
     def start(self) -> None: ...
 
-    def update(self, snapshot: Snapshot, children: list[Child]) -> None: ...
+    def update(self, snapshot: Snapshot, rows: list[Row]) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -63,7 +71,7 @@ class PlainDisplay:
     def start(self) -> None:
         pass
 
-    def update(self, snapshot: Snapshot, children: list[Child]) -> None:
+    def update(self, snapshot: Snapshot, rows: list[Row]) -> None:
         now = time.monotonic()
         if now - self._last >= self._every_s:
             self._last = now
@@ -85,13 +93,13 @@ class LiveDisplay:
     def start(self) -> None:
         self._live.start()
 
-    def update(self, snapshot: Snapshot, children: list[Child]) -> None:
-        self._live.update(self._render(snapshot, children))
+    def update(self, snapshot: Snapshot, rows: list[Row]) -> None:
+        self._live.update(self._render(snapshot, rows))
 
     def stop(self) -> None:
         self._live.stop()
 
-    def _render(self, s: Snapshot, children: list[Child]) -> Group:
+    def _render(self, s: Snapshot, rows: list[Row]) -> Group:
         table = Table(title=f"rlfleet run [bold]{self._name}[/bold]", expand=False)
         for column, justify in (
             ("service", "left"),
@@ -103,25 +111,16 @@ class LiveDisplay:
             ("", "left"),
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
-        for child in children:
-            status = self._status_of(child, s)
-            table.add_row(child.name, _state(child, status), *self._cells(child, status, s))
+        for row in rows:
+            table.add_row(row.name, _state(row.state), *self._cells(row, s))
         return Group(table, Text(headline(s, self._target)))
 
     @staticmethod
-    def _status_of(child: Child, s: Snapshot) -> Status | None:
-        if child.module == "learner":
-            return s.learner
-        if child.module == "replay":
-            return {"tables": s.tables} if s.tables is not None else None
-        if child.name in s.actors:
-            return s.actors[child.name]
-        return s.evaluator
-
-    def _cells(self, child: Child, status: Status | None, s: Snapshot) -> tuple[str, ...]:
+    def _cells(row: Row, s: Snapshot) -> tuple[str, ...]:
+        status = row.status
         if status is None:
             return ("", "", "", "", "")
-        if child.module == "replay":
+        if row.kind == "replay":
             waiting = s.waiting() or (0, 0)
             inserts = sum(int(t.get("num_inserts", 0)) for t in s.tables or [])
             return (
@@ -131,7 +130,7 @@ class LiveDisplay:
                 "",
                 f"size {_num(s.replay_size)}, waiting {waiting[0]} inserts / {waiting[1]} samples",
             )
-        if child.module == "learner":
+        if row.kind == "learner":
             r100 = _num(status.get("return_mean_100"), ".1f")
             return (
                 f"{int(status.get('learner_steps') or 0):,}",
@@ -149,14 +148,10 @@ class LiveDisplay:
         )
 
 
-def _state(child: Child, status: Status | None) -> str:
-    code = child.returncode()
-    if code is not None:
-        return f"[red]exited {code}[/red]"
-    if child.proc is None:
+def _state(state: str) -> str:
+    if state.startswith("exited"):
+        return f"[red]{state}[/red]"
+    if state == "not started":
         return "[dim]not started[/dim]"
-    if status is None:
-        return "[yellow]starting[/yellow]"
-    phase = status.get("phase") or status.get("state") or "up"  # learner: phase; actor: state
-    colour = "green" if phase in ("up", "running", "acting") else "yellow"
-    return f"[{colour}]{str(phase).replace('_', ' ')}[/{colour}]"
+    colour = "green" if state in ("up", "running", "acting", "in process") else "yellow"
+    return f"[{colour}]{state.replace('_', ' ')}[/{colour}]"

@@ -1,8 +1,10 @@
-"""``rlfleet eval <checkpoint>``: the greedy policy of a learner checkpoint, for k episodes.
+"""``rlfleet eval <checkpoint>``: evaluation episodes of a learner checkpoint, for any agent.
 
-The checkpoint is the learner's own file (services/learner/checkpoint.py): the training state's
-``jax.tree_util`` leaves in order, params first (``TrainingState`` is a NamedTuple whose first
-field is ``params``), beside the agent config and env id it was trained with.
+Everything goes through the agent contract (shared/interfaces.py): the checkpoint's header names
+the agent, its config and the environment's spec; the agent is built from them, its training
+state restored by name into a fresh ``learner.init`` state, and ``learner.params(state)`` drives
+its ``evaluation_policy`` in the actors' own ``ActingLoop``. A checkpoint of another agent than
+``--agent``, or for an environment whose spaces differ from ``--env-id``'s, is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from services.launcher.processes import SINGLE_THREADED, default_jax_cache_dir, 
 
 class EvalError(RuntimeError):
     """The checkpoint cannot be evaluated; the message says why."""
+
+
+class FixedVariables:
+    """Parameters that never change (the acting loop's ``Variables``)."""
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    def update(self, calls: int) -> None:
+        pass
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -55,51 +67,78 @@ def load_params(checkpoint: dict[str, Any], obs_dim: int, num_actions: int) -> t
 
 
 def run_episodes(
-    checkpoint_path: Path, *, episodes: int, env_id: str | None = None, seed: int = 0
+    checkpoint_path: Path,
+    *,
+    episodes: int,
+    env_id: str | None = None,
+    agent: str | None = None,
+    seed: int = 0,
 ) -> tuple[dict[str, Any], list[float]]:
-    """Loads the checkpoint and returns (its header, the greedy returns of ``episodes``)."""
+    """Loads the checkpoint and returns (its header, the returns of ``episodes`` evaluation
+    episodes, one environment, one after the other)."""
     for key, value in {**SINGLE_THREADED, **jax_cache_env(default_jax_cache_dir())}.items():
         os.environ.setdefault(key, value)
-    import gymnasium
-    import numpy as np
+    import jax
 
-    from shared import codec
-    from shared.agents.dqn import make_greedy_policy
-    from shared.errors import DecodeError
+    from services.actor.environment import make_vector_env
+    from services.actor.loop import ActingLoop
+    from services.experiment import agent_name, build_experiment, describe_spec, load_agent
+    from services.learner.checkpoint import CheckpointError, read_checkpoint, state_from_nest
+    from shared.interfaces import Placement
 
     try:
-        checkpoint = codec.decode(checkpoint_path.read_bytes())
-    except (OSError, DecodeError) as e:
-        raise EvalError(f"{checkpoint_path} cannot be read: {e}") from e
-    if not isinstance(checkpoint, dict) or "training_state" not in checkpoint:
-        raise EvalError(f"{checkpoint_path} is not an rlfleet learner checkpoint")
-    env = gymnasium.make(env_id or checkpoint.get("env_id") or "CartPole-v1")
+        checkpoint = read_checkpoint(checkpoint_path)
+        trained_by = str(checkpoint.get("agent"))
+        if agent is not None and agent_name(load_agent(agent)) != trained_by:
+            raise EvalError(f"{checkpoint_path} was trained by agent {trained_by!r}, not {agent!r}")
+        env_id = env_id or str(checkpoint["env_id"])
+        experiment = build_experiment(
+            trained_by, env_id, seed=seed, overrides=checkpoint.get("agent_config") or {}
+        )
+        saved_spec = {k: v for k, v in (checkpoint.get("env_spec") or {}).items() if k != "env_id"}
+        spec = {k: v for k, v in describe_spec(experiment.spec).items() if k != "env_id"}
+        if spec != saved_spec:
+            raise EvalError(
+                f"{checkpoint_path} was trained on {checkpoint['env_id']} with spaces {saved_spec};"
+                f" {env_id} has {spec}: evaluate on an environment with the same spaces"
+            )
+        learner = experiment.agent.learner
+        state = state_from_nest(learner.init(jax.random.PRNGKey(0)), checkpoint["training_state"])
+    except (CheckpointError, ValueError) as e:  # ExperimentError is a ValueError
+        raise EvalError(str(e)) from e
+    env = make_vector_env(env_id, 1)
+    acting = ActingLoop(
+        env,
+        experiment.agent.evaluation_policy,
+        FixedVariables(learner.params(state)),
+        None,
+        seed=seed,
+        placement=Placement(num_envs=1),
+    )
     try:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        network, params = load_params(checkpoint, obs_dim, int(env.action_space.n))
-        greedy = make_greedy_policy(network)
-        returns = []
-        for episode in range(episodes):
-            observation, _ = env.reset(seed=seed + episode)
-            total, done = 0.0, False
-            while not done:
-                action = greedy(params, np.asarray(observation, np.float32).reshape(1, -1))
-                observation, reward, terminated, truncated, _ = env.step(int(action[0]))
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
+        while acting.episodes < episodes:
+            acting.step()
     finally:
-        env.close()
+        acting.close()
+    returns = [float(e["return"]) for e in list(acting.finished)[:episodes]]
     header = {k: checkpoint.get(k) for k in ("agent", "env_id", "step", "param_version")}
     return header, returns
 
 
 def evaluate_checkpoint(
-    path: Path, *, episodes: int, env_id: str | None, seed: int, console: Console
+    path: Path,
+    *,
+    episodes: int,
+    env_id: str | None,
+    seed: int,
+    console: Console,
+    agent: str | None = None,
 ) -> int:
     try:
         checkpoint_path = find_checkpoint(path)
-        header, returns = run_episodes(checkpoint_path, episodes=episodes, env_id=env_id, seed=seed)
+        header, returns = run_episodes(
+            checkpoint_path, episodes=episodes, env_id=env_id, agent=agent, seed=seed
+        )
     except EvalError as e:
         console.print(f"[red]{e}[/red]")
         return 1
@@ -110,5 +149,5 @@ def evaluate_checkpoint(
         highlight=False,
     )
     console.print(f"returns: {', '.join(f'{r:g}' for r in returns)}", highlight=False)
-    console.print(f"mean return over {episodes} greedy episodes: {mean:.1f}", highlight=False)
+    console.print(f"mean return over {episodes} evaluation episodes: {mean:.1f}", highlight=False)
     return 0

@@ -1,51 +1,43 @@
-"""``rlfleet run``: replay, learner, actors and an evaluator as local processes, watched to the end.
+"""``rlfleet run``: what both homes of a run share, whatever runs the agent.
 
-The run folder ``runs/<name>/`` holds everything about one run::
+A run trains one experiment either as service processes (``services/launcher/fleet.py``: replay,
+learner, actors, an evaluator, watched over HTTP) or in this process (``--in-process``,
+``services/launcher/inprocess.py``). Both leave the same run folder ``runs/<name>/``::
 
-    config.json      the launcher's options, the services' addresses and the learner's /config
-    logs/<svc>.log   stdout and stderr of each service
+    config.json      the launcher's options, the services' addresses and the experiment (/config)
+    logs/<svc>.log   stdout and stderr of each service (services only)
     learner/         the learner's RUN_DIR (metrics JSONL, TensorBoard events)
     checkpoints/     the learner's CHECKPOINT_DIR
-    progress.csv     what the launcher sampled from /status, about twice a second
+    progress.csv     what the launcher sampled from /status (or the in-process parts), ~2/s
     progress.png     return against env steps and against wall time
     summary.json     solved?, wall seconds from the command's start, env steps, updates, returns
+
+and show the same live display; ``Watch`` is that shared part.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from services.launcher.display import make_display
-from services.launcher.processes import (
-    SINGLE_THREADED,
-    Child,
-    ChildExited,
-    child_env,
-    free_port,
-    jax_cache_env,
-    stop_children,
-    wait_healthy,
-)
-from services.launcher.progress import Poller, ProgressLog, Snapshot
+from services.launcher.display import Row, make_display
+from services.launcher.processes import SINGLE_THREADED
+from services.launcher.progress import ProgressLog, Snapshot
 
 # Exit codes of ``rlfleet run``.
 EXIT_OK = 0  # the target was reached, or there was none and a limit ended the run
 EXIT_CHILD_FAILED = 1  # a service crashed or never came up
+EXIT_BAD_OPTIONS = 2  # the experiment cannot be built (agent, config, environment)
 EXIT_TARGET_MISSED = 3  # a limit ended the run before the target return
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM before the target
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `services` is importable
 MIN_EPISODES_FOR_TARGET = 100  # return_mean_100 only counts once it averages 100 episodes
 
 
@@ -55,11 +47,14 @@ class RunOptions:
 
     name: str
     runs_dir: Path = Path("runs")
+    agent: str = "dqn"
+    in_process: bool = False
     actors: int = 2
-    num_envs: int | None = None  # None: the agent config's num_envs
+    num_envs: int | None = None  # None: the agent's fleet.num_envs
     evaluator: bool = True
     evaluator_nice: int = 10  # the evaluator only gets the CPU the training processes leave
     until_return: float | None = None
+    target_return: float | None = None  # recorded when first reached; does not stop the run
     max_steps: int | None = None
     max_seconds: float | None = None
     redis_url: str | None = None
@@ -80,6 +75,11 @@ class RunOptions:
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
 
+    @property
+    def target(self) -> float | None:
+        """The return whose first crossing the summary records."""
+        return self.until_return if self.until_return is not None else self.target_return
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["runs_dir"] = str(self.runs_dir)
@@ -88,279 +88,142 @@ class RunOptions:
         return out
 
 
+def actor_seed(seed: int, index: int) -> int:
+    """The environment and policy seed of training actor ``index`` of a run seeded ``seed``."""
+    return seed * 1000 + 1 + index
+
+
+def evaluator_seed(seed: int) -> int:
+    return seed * 1000 + 999
+
+
 @dataclass
 class Outcome:
     reason: str  # "target", "max-steps", "max-seconds", "interrupted", "failed"
     exit_code: int
-    failed: Child | None = None
+    failed: str | None = None  # the service (or part) that failed
     stopped_at_s: float | None = None
 
 
-def plan_children(opts: RunOptions) -> tuple[Child, Child, list[Child], Child | None]:
-    """The processes of a run with their ports and environments (not started)."""
-    logs = opts.run_dir / "logs"
-    common = {"HOST": "127.0.0.1", "LOG_LEVEL": opts.log_level}
-    if opts.jax_cache_dir is not None:
-        common.update(jax_cache_env(opts.jax_cache_dir.resolve()))
-    if opts.token:
-        common["RLFLEET_TOKEN"] = opts.token
-
-    def make(name: str, module: str, settings: dict[str, str], nice: int = 0) -> Child:
-        port = free_port()
-        extra = {**opts.extra_env.get("all", {}), **opts.extra_env.get(module, {})}
-        if settings.get("ROLE") == "evaluator":
-            extra.update(opts.extra_env.get("evaluator", {}))
-        env = child_env({**common, "PORT": str(port), **settings, **extra}, threads=opts.threads)
-        return Child(name, module, port, env, logs / f"{name}.log", nice=nice)
-
-    replay = make("replay", "replay", {"REDIS_URL": opts.redis_url} if opts.redis_url else {})
-    learner = make(
-        "learner",
-        "learner",
-        {
-            "REPLAY_URL": replay.url,
-            "ENV_ID": opts.env_id,
-            "SEED": str(opts.seed),
-            "AGENT_CONFIG": json.dumps(opts.agent_config),
-            "RUN_DIR": str((opts.run_dir / "learner").resolve()),
-            "CHECKPOINT_DIR": str((opts.run_dir / "checkpoints").resolve()),
-            **(
-                {"CHECKPOINT_EVERY_S": str(opts.checkpoint_every_s)}
-                if opts.checkpoint_every_s
-                else {}
-            ),
-        },
-    )
-    num_envs = {"NUM_ENVS": str(opts.num_envs)} if opts.num_envs else {}
-    actors = [
-        make(
-            f"actor-{i}",
-            "actor",
-            {
-                "LEARNER_URL": learner.url,
-                "REPLAY_URL": replay.url,
-                "ACTOR_ID": f"actor-{i}",
-                "SEED": str(opts.seed * 1000 + 1 + i),
-                "ROLE": "actor",
-                "ACTOR_INDEX": str(i),
-                "NUM_ACTORS": str(opts.actors),
-                **num_envs,
-            },
-        )
-        for i in range(opts.actors)
-    ]
-    evaluator = None
-    if opts.evaluator:
-        evaluator = make(
-            "evaluator",
-            "actor",
-            {
-                "LEARNER_URL": learner.url,
-                "REPLAY_URL": replay.url,
-                "ACTOR_ID": "evaluator",
-                "SEED": str(opts.seed * 1000 + 999),
-                "ROLE": "evaluator",
-            },
-            nice=opts.evaluator_nice,
-        )
-    return replay, learner, actors, evaluator
+def limit_reached(opts: RunOptions, s: Snapshot) -> Outcome | None:
+    """The outcome once a snapshot shows the target return or a step or time limit."""
+    r100 = s.return_mean_100
+    if (
+        opts.until_return is not None
+        and r100 is not None
+        and r100 >= opts.until_return
+        and s.episodes >= MIN_EPISODES_FOR_TARGET
+    ):
+        return Outcome("target", EXIT_OK, stopped_at_s=s.wall_s)
+    missed = EXIT_OK if opts.until_return is None else EXIT_TARGET_MISSED
+    if opts.max_steps is not None and s.env_steps >= opts.max_steps:
+        return Outcome("max-steps", missed, stopped_at_s=s.wall_s)
+    if opts.max_seconds is not None and s.wall_s >= opts.max_seconds:
+        return Outcome("max-seconds", missed, stopped_at_s=s.wall_s)
+    return None
 
 
-class Run:
-    """One ``rlfleet run``: start, watch, stop, report."""
+class Watch:
+    """The run folder, the progress log and the live display, shared by both homes."""
 
     def __init__(self, opts: RunOptions, *, started_at: float, console: Console) -> None:
         self.opts = opts
         self.started_at = started_at  # time.monotonic() when the command started
         self.console = console
-        self.replay, self.learner, self.actors, self.evaluator = plan_children(opts)
-        self.children = [self.replay, self.learner, *self.actors]
-        if self.evaluator:
-            self.children.append(self.evaluator)
-        self.headers = {"Authorization": f"Bearer {opts.token}"} if opts.token else {}
-        self._stop = asyncio.Event()
-        self._force = asyncio.Event()
-        self._stop_reason: str | None = None
-        self._experiment: dict[str, Any] | None = None
         self.last = Snapshot(wall_s=0.0)
-        self.healthy_at_s: float | None = None  # when every service first answered /healthz
-        self._cpu_s: dict[str, float | None] = {}  # CPU seconds of each service at the stop
+        self.reached: dict[str, float] | None = None  # when return_mean_100 first hit the target
+        self.experiment: dict[str, Any] | None = None
+        self.services: dict[str, Any] = {}
+        self._display = make_display(console, name=opts.name, target=opts.target)
+        self._progress: ProgressLog | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
 
-    # --- signals -------------------------------------------------------------------------------
-    def _on_signal(self, signum: int) -> None:
-        if self._stop.is_set():
-            self._force.set()  # a second Ctrl-C: no more grace
-            return
-        self._stop_reason = f"interrupted ({signal.Signals(signum).name})"
-        self._stop.set()
-
-    # --- main ----------------------------------------------------------------------------------
-    async def execute(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+    def open(self) -> None:
         self.opts.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        progress = ProgressLog(self.opts.run_dir / "progress.csv")
-        outcome = Outcome("failed", EXIT_CHILD_FAILED)
-        try:
-            outcome = await self._start_and_watch(progress)
-        finally:
-            progress.close()
-            self._cpu_s = {c.name: c.cpu_seconds() for c in self.children}
-            self._cpu_s["launcher"] = time.process_time()
-            await stop_children(
-                [
-                    [*self.actors, *([self.evaluator] if self.evaluator else [])],
-                    [self.learner],
-                    [self.replay],
-                ],
-                grace_s=self.opts.grace_s,
-                force=self._force,
-            )
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        return self._report(outcome)
-
-    async def _start_and_watch(self, progress: ProgressLog) -> Outcome:
-        display = make_display(self.console, name=self.opts.name, target=self.opts.until_return)
-        poller = Poller(
-            replay_url=self.replay.url,
-            learner_url=self.learner.url,
-            actor_urls={a.name: a.url for a in self.actors},
-            evaluator_url=self.evaluator.url if self.evaluator else None,
-            headers=self.headers,
-        )
+        self.write_config()
+        self._progress = ProgressLog(self.opts.run_dir / "progress.csv")
         self.console.print(f"run folder: {self.opts.run_dir}", highlight=False)
-        try:
-            startup = asyncio.create_task(self._start(PROJECT_ROOT))
-            display.start()
-            while True:
-                failed = next((c for c in self.children if c.returncode() is not None), None)
-                if failed is not None:
-                    return Outcome("failed", EXIT_CHILD_FAILED, failed, self.elapsed())
-                if startup.done() and startup.exception() is not None:
-                    return self._startup_failure(startup.exception())
-                self.last = await poller.poll(self.elapsed())
-                progress.record(self.last)
-                display.update(self.last, self.children)
-                if self._experiment is None and self.last.learner is not None:
-                    await self._fetch_experiment()
-                outcome = self._limit_reached(self.last)
-                if outcome is not None:
-                    return outcome
-                try:
-                    await asyncio.wait_for(self._stop.wait(), self.opts.poll_every_s)
-                except TimeoutError:
-                    continue
-                return Outcome(
-                    self._stop_reason or "interrupted",
-                    EXIT_INTERRUPTED,
-                    stopped_at_s=self.elapsed(),
-                )
-        finally:
-            display.stop()
-            if not startup.done():
-                startup.cancel()
-            await asyncio.gather(startup, return_exceptions=True)
-            await poller.aclose()
+        self._display.start()
 
-    async def _start(self, cwd: Path) -> None:
-        """Starts every process at once (the learner waits for replay, actors for the learner:
-        their imports and jit compilations overlap), then waits until all answer /healthz."""
-        for child in self.children:
-            child.start(cwd)
-        self._write_config()
-        await asyncio.gather(
-            *(
-                wait_healthy(c, timeout_s=self.opts.start_timeout_s, headers=self.headers)
-                for c in self.children
-            )
-        )
-        self.healthy_at_s = self.elapsed()
+    def close(self) -> None:
+        self._display.stop()
+        if self._progress is not None:
+            self._progress.close()
 
-    def _startup_failure(self, error: BaseException | None) -> Outcome:
-        child = error.child if isinstance(error, ChildExited) else None
-        if child is None:
-            self.console.print(f"[red]startup failed:[/red] {error}")
-        return Outcome("failed", EXIT_CHILD_FAILED, child, self.elapsed())
+    def observe(self, snapshot: Snapshot, rows: list[Row]) -> Outcome | None:
+        """Records and shows one snapshot; the outcome if it reaches a limit."""
+        self.last = snapshot
+        assert self._progress is not None
+        self._progress.record(snapshot)
+        self._display.update(snapshot, rows)
+        self.note_target(snapshot.wall_s, snapshot.env_steps, snapshot)
+        return limit_reached(self.opts, snapshot)
 
-    def _limit_reached(self, s: Snapshot) -> Outcome | None:
-        o = self.opts
-        r100 = s.return_mean_100
+    def note_target(self, wall_s: float, env_steps: int, s: Snapshot) -> None:
+        """Records the first time the snapshot's return_mean_100 reaches the target."""
+        target, r100 = self.opts.target, s.return_mean_100
         if (
-            o.until_return is not None
+            self.reached is None
+            and target is not None
             and r100 is not None
-            and r100 >= o.until_return
+            and r100 >= target
             and s.episodes >= MIN_EPISODES_FOR_TARGET
         ):
-            return Outcome("target", EXIT_OK, stopped_at_s=s.wall_s)
-        missed = EXIT_OK if o.until_return is None else EXIT_TARGET_MISSED
-        if o.max_steps is not None and s.env_steps >= o.max_steps:
-            return Outcome("max-steps", missed, stopped_at_s=s.wall_s)
-        if o.max_seconds is not None and s.wall_s >= o.max_seconds:
-            return Outcome("max-seconds", missed, stopped_at_s=s.wall_s)
-        return None
+            self.reached = {"wall_s": round(wall_s, 2), "env_steps": env_steps}
 
-    async def _fetch_experiment(self) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=2.0, headers=self.headers) as http:
-                response = await http.get(f"{self.learner.url}/config")
-            if response.status_code == 200:
-                self._experiment = response.json()
-                self._write_config()
-        except (httpx.HTTPError, ValueError):
-            pass  # asked again on the next poll
-
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         config = {
             "command": sys.argv,
             "launcher": self.opts.to_json(),
-            "experiment": self._experiment,
-            "services": {
-                c.name: {"module": c.module, "url": c.url, "pid": c.pid, "log": str(c.log_path)}
-                for c in self.children
-            },
+            "experiment": self.experiment,
+            "services": self.services,
         }
         (self.opts.run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
-    # --- the end -------------------------------------------------------------------------------
-    def _report(self, outcome: Outcome) -> int:
-        s = self.last
-        run_dir = self.opts.run_dir
-        target = self.opts.until_return
+    def report(
+        self,
+        outcome: Outcome,
+        *,
+        cpu_s: dict[str, float | None],
+        failed_log: tuple[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Writes summary.json and progress.png, prints the summary line; returns the summary.
+
+        ``failed_log`` is (title, last lines) of the service that failed, shown in a panel.
+        """
+        s, opts = self.last, self.opts
+        run_dir, target = opts.run_dir, opts.until_return
         summary = {
-            "name": self.opts.name,
+            "name": opts.name,
+            "home": "in-process" if opts.in_process else "services",
+            "agent": opts.agent,
+            "env_id": opts.env_id,
+            "seed": opts.seed,
             "solved": None if target is None else outcome.reason == "target",
-            "target_return": target,
+            "target_return": opts.target,
+            "target_reached": self.reached,
             "stop_reason": outcome.reason,
             "exit_code": outcome.exit_code,
             "wall_s": round(outcome.stopped_at_s or s.wall_s, 2),
             "total_wall_s": round(self.elapsed(), 2),
-            "services_healthy_at_s": self.healthy_at_s and round(self.healthy_at_s, 2),
             "env_steps": s.env_steps,
             "learner_steps": s.learner_steps,
             "episodes": s.episodes,
             "return_mean_100": s.return_mean_100,
             "eval_return_mean": s.eval_return_mean,
             "param_version": s.param_version,
-            "failed_service": outcome.failed.name if outcome.failed else None,
-            "cpu_s": {k: v and round(v, 2) for k, v in self._cpu_s.items()},
+            "failed_service": outcome.failed,
+            "cpu_s": {k: v and round(v, 2) for k, v in cpu_s.items()},
             "run_dir": str(run_dir),
+            **(extra or {}),
         }
-        if outcome.failed is not None:
-            child = outcome.failed
+        if failed_log is not None:
+            title, tail = failed_log
             self.console.print(
-                Panel(
-                    child.log_tail() or "(empty log)",
-                    title=f"{child.name} exited with code {child.returncode()}"
-                    f" - last lines of {child.log_path}",
-                    border_style="red",
-                ),
-                highlight=False,
+                Panel(tail or "(empty log)", title=title, border_style="red"), highlight=False
             )
         from services.launcher.plot import plot_progress  # matplotlib: only needed at the end
 
@@ -368,8 +231,8 @@ class Run:
             plot_progress(
                 run_dir / "progress.csv",
                 run_dir / "progress.png",
-                target=target,
-                title=f"rlfleet {self.opts.env_id} - {self.opts.name}",
+                target=opts.target,
+                title=f"rlfleet {opts.agent} on {opts.env_id} - {opts.name}",
             )
         except (OSError, ValueError) as e:
             self.console.print(f"[yellow]no plot:[/yellow] {e}")
@@ -377,7 +240,7 @@ class Run:
         summary["line"] = line
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.console.print(line, highlight=False, soft_wrap=True)
-        return outcome.exit_code
+        return summary
 
 
 def summary_line(s: dict[str, Any]) -> str:

@@ -1,17 +1,17 @@
-"""The learner's training loop: sample replay, update, publish, checkpoint.
+"""The learner service's training loop: sample replay over HTTP, update, publish, checkpoint.
 
     sampler process (services/learner/sampler.py), or PREFETCH sampler tasks on the event loop
-        --batches--> update thread: sgd_steps, back to back
-                         |--> every publish_every: new version
+        --batches--> update thread: Trainer.update, back to back
+                         |--> every publish_every batches: a new version, encoded once
                          '--> priorities --> sender task (event loop)
 
-Up to ``prefetch`` batches are requested or waiting while an update runs, so the HTTP round trip
-to replay overlaps the computation. The update thread takes batches through one ``Take``
-function, whichever feeds them. The jitted update runs in one dedicated thread that takes
-the next batch as soon as it is done (never on the event loop; no loop -> thread -> loop hop per
-update). The thread is the only writer of the training state; ``_lock`` makes (state, steps,
-version) consistent for checkpoints. Parameters are encoded once per version, so ``GET /params``
-sends pre-built bytes.
+The update and the publishing are the ``Trainer``'s (services/learner/training.py), the same code
+the in-process runner trains with; this class adds what a service needs around it. Up to
+``prefetch`` batches are requested or waiting while an update runs, so the HTTP round trip to
+replay overlaps the computation. The update thread takes batches through one ``Take`` function,
+whichever feed hands them over, and runs the jitted update in one dedicated thread (never on the
+event loop; no loop -> thread -> loop hop per update). Parameters are encoded once per version,
+so ``GET /params`` sends pre-built bytes.
 """
 
 from __future__ import annotations
@@ -28,16 +28,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from services.learner.checkpoint import (
-    VERSION_LEASE,
-    Checkpointer,
-    check_compatible,
-    state_from_nest,
-)
+from services.experiment import Experiment
+from services.learner.checkpoint import Checkpointer
 from services.learner.counters import EpisodeCounters
 from services.learner.feed import LoopFeed, ProcessFeed, SamplingFailed, Taken
 from services.learner.logs import MetricsLogger, PrometheusMetrics
 from services.learner.sampler import MAX_BACKOFF_S, is_flat
+from services.learner.training import Trainer
 from shared import codec
 from shared.clients import ReplayClient, SampleBatch
 from shared.errors import (
@@ -47,6 +44,7 @@ from shared.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from shared.interfaces import Batch, Params
 
 log = logging.getLogger("rlfleet.learner")
 
@@ -67,18 +65,22 @@ class Published:
         return f'"{self.version}"'
 
 
+def encode_params(version: int, params: Params) -> Published:
+    return Published(version, codec.encode({"version": version, "params": jax.device_get(params)}))
+
+
+def batch_of(sample: SampleBatch) -> Batch:
+    """What the agent's update takes from one sample answer."""
+    return Batch(data=sample.data, probabilities=sample.probabilities.astype(np.float32))
+
+
 class LearnerLoop:
-    """Owns the training state; one instance per learner process."""
+    """Runs one experiment's ``Trainer`` against the replay service; one per learner process."""
 
     def __init__(
         self,
         *,
-        learner: Any,
-        state: Any,
-        agent: str,
-        env_id: str,
-        agent_config: Any,
-        tables: dict[str, dict[str, Any]],
+        experiment: Experiment,
         replay: ReplayClient,
         counters: EpisodeCounters,
         metrics: PrometheusMetrics,
@@ -86,17 +88,16 @@ class LearnerLoop:
         checkpoint_every_s: float = 30.0,
         logger: MetricsLogger | None = None,
         prefetch: int = 2,
-        batches_per_sample: int = 1,
         sampler_process: bool = False,
         token: str | None = None,
     ) -> None:
-        self.learner = learner
-        self.state = state
-        self.agent = agent
-        self.env_id = env_id
-        self.config = agent_config
-        self.tables = tables
-        self.table = agent_config.table_name
+        self.experiment = experiment
+        self.trainer: Trainer[Published] = Trainer(
+            experiment, publish=encode_params, checkpointer=checkpointer
+        )
+        self.tables = experiment.agent.tables
+        self.table = experiment.agent.learner.table
+        self.batches_per_sample = experiment.fleet.batches_per_sample
         self.replay = replay
         self.counters = counters
         self.metrics = metrics
@@ -104,29 +105,19 @@ class LearnerLoop:
         self.checkpoint_every_s = checkpoint_every_s
         self.logger = logger
         self.prefetch = prefetch
-        self.batches_per_sample = batches_per_sample
-        signature = tables.get(self.table, {}).get("signature")
-        self.sampler_process = sampler_process and is_flat(signature)
+        self.sampler_process = sampler_process and is_flat(self.tables[self.table].get("signature"))
         self._token = token
         self._feed: ProcessFeed | LoopFeed | None = None
         self._recreating: Any = None  # the pending re-creation of a vanished table
 
-        self.steps = int(jax.device_get(state.step))
-        self.version = 0
-        self._leased = 0
-        self.published: Published | None = None
         self.phase = "starting"  # -> waiting_for_replay -> running -> stopped | failed
         self.error: str | None = None
         self.table_size: int | None = None
         self.updates_per_s = 0.0
-        self.last_checkpoint: dict[str, Any] | None = None
         self._rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW + 1)
-        self._sums: dict[str, float] = {}
-        self._sum_count = 0
         self._priorities: asyncio.Queue[tuple[np.ndarray, np.ndarray]] = asyncio.Queue(
             maxsize=PRIORITY_QUEUE
         )
-        self._lock = threading.Lock()  # (state, steps, version, sums) change together
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,24 +125,30 @@ class LearnerLoop:
         self._save_lock = asyncio.Lock()
         self._saved_progress: tuple[int, ...] | None = None
 
+    @property
+    def steps(self) -> int:
+        return self.trainer.steps
+
+    @property
+    def version(self) -> int:
+        return self.trainer.version
+
+    @property
+    def published(self) -> Published | None:
+        return self.trainer.published
+
     # ---- start, resume, stop ------------------------------------------------------------------
 
     def resume(self) -> None:
         """Restores the newest checkpoint, if any; then publishes the current parameters."""
-        if self.checkpointer is not None:
-            self._leased = self.version = self.checkpointer.leased_version()
-            found = self.checkpointer.load_latest()
-            if found is not None:
-                path, ckpt = found
-                check_compatible(path, ckpt, agent=self.agent, env_id=self.env_id)
-                self.state = state_from_nest(self.state, ckpt["training_state"])
-                self.steps = int(ckpt["step"])
-                self.version = max(self.version, int(ckpt["param_version"]))
-                self.counters.restore(ckpt["counters"])
-                self.last_checkpoint = {"step": self.steps, "path": str(path)}
-                log.info("resumed from %s at step %d, version %d", path, self.steps, self.version)
-        self.published = self._publish_sync(self.state.params, self.version + 1)
-        self.version = self.published.version
+        self.trainer.resume(self.counters)
+        if self.trainer.last_checkpoint is not None:
+            log.info(
+                "resumed from %s at step %d, version %d",
+                self.trainer.last_checkpoint["path"],
+                self.steps,
+                self.version,
+            )
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -161,8 +158,7 @@ class LearnerLoop:
         ]
         if self.checkpointer is not None:
             self._tasks.append(asyncio.create_task(self._checkpoint_every(), name="checkpoint"))
-        if self.config.prioritized:
-            self._tasks.append(asyncio.create_task(self._send_priorities(), name="priorities"))
+        self._tasks.append(asyncio.create_task(self._send_priorities(), name="priorities"))
 
     async def stop(self, *, timeout_s: float = 30.0) -> None:
         """Stops the samplers and the update thread, then writes the final checkpoint."""
@@ -197,7 +193,7 @@ class LearnerLoop:
     async def _train(self) -> None:
         try:
             await self._ensure_tables()
-            batch_size = self.config.batch_size * self.batches_per_sample
+            batch_size = self.experiment.fleet.batch_size * self.batches_per_sample
             if self.sampler_process:
                 self._feed = ProcessFeed(
                     replay_url=self.replay.base_url,
@@ -288,24 +284,12 @@ class LearnerLoop:
             waited = time.perf_counter()
 
     def _update(self, sample: SampleBatch) -> None:
-        batch = dict(sample.data)
-        if self.config.prioritized:  # importance weights correct the non-uniform sampling
-            batch["probabilities"] = sample.probabilities.astype(np.float32)
-        k, every = self.batches_per_sample, self.config.publish_every
         start = time.perf_counter()
-        state, metrics, priorities = run_updates(self.learner, self.state, batch, k)
-        self.metrics.sgd_step_seconds.observe((time.perf_counter() - start) / k)
-        published = None
-        if (self.steps + k) // every > self.steps // every:
-            published = self._publish_sync(state.params, self.version + 1)
-        with self._lock:
-            self.state, self.steps = state, self.steps + k
-            if published is not None:
-                self.version, self.published = published.version, published
-            for key, value in metrics.items():
-                self._sums[key] = self._sums.get(key, 0.0) + value
-            self._sum_count += 1
-        if self.config.prioritized:  # a copy: the sampler process may reuse the keys' memory
+        priorities = self.trainer.update(batch_of(sample))
+        self.metrics.sgd_step_seconds.observe(
+            (time.perf_counter() - start) / self.batches_per_sample
+        )
+        if priorities is not None:  # a copy: the sampler process may reuse the keys' memory
             keys = np.array(sample.keys)
             self._loop.call_soon_threadsafe(self._queue_priorities, keys, priorities)
 
@@ -314,13 +298,6 @@ class LearnerLoop:
             self._priorities.put_nowait((keys, priorities))
         except asyncio.QueueFull:  # the replay is slower than we are: drop, and count it
             self.metrics.priority_update_failures.inc()
-
-    def _publish_sync(self, params: Any, version: int) -> Published:
-        if self.checkpointer is not None and version > self._leased:
-            self._leased = version + VERSION_LEASE
-            self.checkpointer.lease_versions(self._leased)
-        body = codec.encode({"version": version, "params": jax.device_get(params)})
-        return Published(version=version, body=body)
 
     async def _send_priorities(self) -> None:
         """Sends new priorities off the hot path; queued updates are merged into one request."""
@@ -353,13 +330,12 @@ class LearnerLoop:
         self._rate.append((now, self.steps))
         (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
         self.updates_per_s = (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
-        if self.logger is None or self._sum_count == 0:
+        if self.logger is None:
             return
-        with self._lock:
-            row: dict[str, float | int | None] = {
-                k: v / self._sum_count for k, v in self._sums.items()
-            }
-            self._sums, self._sum_count = {}, 0
+        means = self.trainer.take_metrics()
+        if means is None:
+            return
+        row: dict[str, float | int | None] = dict(means)
         row.update(
             updates_per_s=self.updates_per_s,
             param_version=self.version,
@@ -380,23 +356,14 @@ class LearnerLoop:
         """Writes the current state (consistent: taken between two updates) to disk."""
         assert self.checkpointer is not None
         async with self._save_lock:
-            with self._lock:
-                state, step, version = self.state, self.steps, self.version
+            snapshot = self.trainer.snapshot()
+            _, step, version = snapshot
             progress = (step, version, self.counters.actor_steps, self.counters.eval_episodes)
             if progress == self._saved_progress:
                 return  # nothing new since the last checkpoint
-            header = {
-                "agent": self.agent,
-                "env_id": self.env_id,
-                "agent_config": self.config.to_dict(),
-                "step": step,
-                "param_version": version,
-                "counters": self.counters.save(),
-            }
             start = time.perf_counter()
-            path = await asyncio.to_thread(self.checkpointer.save_state, header, state)
+            path = await asyncio.to_thread(self.trainer.save, self.counters, snapshot)
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
-            self.last_checkpoint = {"step": step, "path": str(path)}
             self._saved_progress = progress
             log.info("checkpoint at step %d, version %d: %s", step, version, path)
 
@@ -407,7 +374,7 @@ class LearnerLoop:
             "learner_steps": self.steps,
             "param_version": self.version,
             "updates_per_s": round(self.updates_per_s, 2),
-            "checkpoint": self.last_checkpoint,
+            "checkpoint": self.trainer.last_checkpoint,
             "phase": self.phase,
             "error": self.error,
             "replay": {
@@ -430,21 +397,3 @@ class LearnerLoop:
             return_mean_100=self.counters.return_mean_100,
             eval_return_mean=self.counters.eval_return_mean,
         )
-
-
-def run_updates(
-    learner: Any, state: Any, batch: dict[str, Any], num_batches: int = 1
-) -> tuple[Any, dict[str, float], np.ndarray]:
-    """``num_batches`` updates on ``batch`` (leading axis num_batches * batch_size), synchronously.
-
-    One batch goes through ``sgd_step``; several through ``sgd_steps`` (a ``lax.scan`` of the same
-    step: one dispatch). Returns the new state, the metrics as floats (means over the updates) and
-    the priorities (num_batches * batch_size,), in the order of the batch.
-    """
-    if num_batches == 1:
-        state, metrics, priorities = learner.sgd_step(state, batch)
-    else:
-        stacked = {k: v.reshape(num_batches, -1, *v.shape[1:]) for k, v in batch.items()}
-        state, metrics, priorities = learner.sgd_steps(state, stacked)
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    return state, metrics, np.asarray(priorities, dtype=np.float64).reshape(-1)

@@ -144,7 +144,7 @@ def _plain(nest: Any) -> Any:
 async def get_status(request: Request, loop: Loop, counters: Counters) -> dict[str, Any]:
     experiment = request.app.state.experiment
     return {
-        "agent": experiment.agent,
+        "agent": experiment.agent_name,
         "env_id": experiment.env_id,
         **loop.status(),
         "actor_steps": counters.actor_steps,

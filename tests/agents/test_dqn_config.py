@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
+from services.experiment import ExperimentError, build_experiment
 from services.replay.config import TableConfig
-from shared.agents.dqn import DQNConfig
+from shared.agents.dqn import DQNConfig, make_network, make_policy
+from shared.config import config_from_dict, config_to_dict
+from shared.interfaces import Placement
 
 
 def test_round_trip_through_json_restores_tuples() -> None:
     config = DQNConfig(hidden_sizes=(32, 16), n_step=5, prioritized=True)
-    back = DQNConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    back = config_from_dict(DQNConfig, json.loads(json.dumps(config_to_dict(config))))
     assert back == config
     assert back.hidden_sizes == (32, 16)
 
 
 def test_from_dict_takes_partial_overrides_and_ints_for_floats() -> None:
-    config = DQNConfig.from_dict({"learning_rate": 1, "n_step": 1})
+    config = config_from_dict(DQNConfig, {"learning_rate": 1, "n_step": 1})
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
     assert config.n_step == 1 and config.batch_size == DQNConfig().batch_size
 
@@ -32,12 +37,16 @@ def test_from_dict_takes_partial_overrides_and_ints_for_floats() -> None:
         ({"prioritized": 1}, "prioritized must be bool"),
         ({"discount": 1.5}, "discount must be in"),
         ({"n_step": 0}, "must be >= 1"),
-        ({"error_buffer": 10.0}, "deadlock"),
     ],
 )
 def test_bad_overrides_are_refused_clearly(overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        DQNConfig.from_dict(overrides)
+        config_from_dict(DQNConfig, overrides)
+
+
+def test_knobs_that_would_deadlock_the_rate_limiter_are_refused_with_the_table() -> None:
+    with pytest.raises(ExperimentError, match="deadlock"):
+        build_experiment("dqn", "CartPole-v1", overrides={"error_buffer": 10.0})
 
 
 def test_replay_table_config_is_the_contract_body() -> None:
@@ -79,18 +88,37 @@ def test_prioritized_table_and_defaults_validate_in_the_replay_service() -> None
     TableConfig.model_validate(DQNConfig().replay_table_config(obs_dim=4))
 
 
+def _epsilons(config: DQNConfig, placement: Placement, **kw) -> np.ndarray:
+    """The fixed epsilons (Ape-X, evaluation) a policy starts with for ``placement``."""
+    policy = make_policy(make_network(config, 2), config, **kw)
+    return np.asarray(policy.init(jax.random.PRNGKey(0), placement).epsilon)
+
+
 def test_epsilon_schedule_is_linear_in_the_actors_own_steps() -> None:
     config = DQNConfig(epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000)
-    assert config.epsilon(0, 2, 0) == 1.0
-    assert config.epsilon(1, 2, 500) == pytest.approx(0.55)
-    assert config.epsilon(0, 2, 1000) == pytest.approx(0.1)
-    assert config.epsilon(0, 2, 10**6) == pytest.approx(0.1)
+    network = make_network(config, 2)
+    policy = make_policy(network, config)
+    obs, first = np.zeros((100, 4), np.float32), np.zeros(100, bool)
+    params = network.init(jax.random.PRNGKey(0), obs)
+    greedy = int(np.argmax(network.apply(params, obs[:1])[0]))
+    state = policy.init(jax.random.PRNGKey(0), Placement(num_envs=100))
+    explored = []  # a random action misses the greedy one half the time: epsilon / 2
+    for _ in range(30):  # 3,000 env steps: epsilon 1 -> 0.1 over the first 1,000
+        actions, extras, state = policy.step(params, state, obs, first)
+        explored.append(np.mean(np.asarray(actions) != greedy))
+    assert extras == {}
+    assert int(state.steps) == 1000  # the schedule's clock saturates at the decay steps
+    assert explored[0] > 0.3  # epsilon 1
+    assert np.mean(explored[-10:]) < 0.12  # epsilon 0.1: about 0.05
 
 
-def test_ape_x_spread() -> None:
+def test_ape_x_spread_and_evaluation_epsilons() -> None:
     config = DQNConfig(ape_x_spread=True, ape_x_base=0.4, ape_x_alpha=7.0)
-    assert [config.epsilon(i, 3, step=0) for i in range(3)] == pytest.approx(
-        [0.4, 0.4**4.5, 0.4**8]
-    )
-    assert config.epsilon(0, 1, step=123) == pytest.approx(0.4)
-    assert config.epsilon(4, 5, step=0) == pytest.approx(0.4**8)
+    three = [_epsilons(config, Placement(1, i, 3))[0] for i in range(3)]
+    assert three == pytest.approx([0.4, 0.4**4.5, 0.4**8])
+    assert _epsilons(config, Placement(1, 0, 1))[0] == pytest.approx(0.4)
+    # each env of an actor is one Ape-X actor of the fleet: 2 actors x 2 envs = 4
+    spread = _epsilons(config, Placement(2, 1, 2))
+    assert spread == pytest.approx([0.4 ** (1 + 7 * 2 / 3), 0.4**8])
+    evaluation = _epsilons(DQNConfig(evaluation_epsilon=0.05), Placement(3), evaluation=True)
+    assert evaluation == pytest.approx([0.05] * 3)

@@ -19,11 +19,11 @@ from shared.agents.dqn import (
     DQNConfig,
     importance_weights,
     init_params,
-    make_greedy_policy,
     make_learner,
     make_network,
     make_policy,
 )
+from shared.interfaces import Batch, Placement
 
 GAMMA = 0.9
 double_dqn_loss = jax.jit(
@@ -100,14 +100,28 @@ def random_batch(rng: np.random.Generator, size: int, obs_dim: int = 4) -> dict[
     }
 
 
+def _learner(config: DQNConfig, obs_dim: int = 4):
+    return make_learner(config, make_network(config, num_actions=2), obs_dim)
+
+
+def _batch(data: dict[str, np.ndarray]) -> Batch:
+    return Batch(data, np.ones(len(data["action"]), np.float32))
+
+
 def test_periodic_target_copy() -> None:
-    config = DQNConfig(hidden_sizes=(8,), target_update_period=3, priority_eps=0.01)
-    learner = make_learner(config, make_network(config, num_actions=2))
-    state = learner.init(jax.random.PRNGKey(0), 4)
+    config = DQNConfig(
+        hidden_sizes=(8,),
+        target_update_period=3,
+        priority_eps=0.01,
+        batch_size=16,
+        prioritized=True,
+    )
+    learner = _learner(config)
+    state = learner.init(jax.random.PRNGKey(0))
     initial = state.params
-    batch = random_batch(np.random.default_rng(0), 16)
+    batch = _batch(random_batch(np.random.default_rng(0), 16))
     for step in (1, 2, 3):
-        state, _, priorities = learner.sgd_step(state, batch)
+        state, _, priorities = learner.update(state, batch)
         expected = state.params if step == 3 else initial
         jax.tree.map(np.testing.assert_array_equal, state.target_params, expected)
         assert not np.array_equal(
@@ -115,14 +129,18 @@ def test_periodic_target_copy() -> None:
         )
     assert int(state.step) == 3
     assert priorities.shape == (16,) and float(priorities.min()) >= 0.01
+    assert learner.params(state) is state.params  # what /params publishes: the online net
+    # without prioritized replay the update returns no priorities
+    plain = _learner(DQNConfig(hidden_sizes=(8,), batch_size=16))
+    assert plain.update(plain.init(jax.random.PRNGKey(0)), batch)[2] is None
 
 
 def test_polyak_target_update() -> None:
-    config = DQNConfig(hidden_sizes=(8,), tau=0.1)
-    learner = make_learner(config, make_network(config, num_actions=2))
-    state = learner.init(jax.random.PRNGKey(0), 4)
+    config = DQNConfig(hidden_sizes=(8,), tau=0.1, batch_size=16)
+    learner = _learner(config)
+    state = learner.init(jax.random.PRNGKey(0))
     old_target = state.target_params
-    state, _, _ = learner.sgd_step(state, random_batch(np.random.default_rng(0), 16))
+    state, _, _ = learner.update(state, _batch(random_batch(np.random.default_rng(0), 16)))
     expected = jax.tree.map(lambda p, t: 0.1 * p + 0.9 * t, state.params, old_target)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
@@ -131,46 +149,54 @@ def test_polyak_target_update() -> None:
     )
 
 
-def test_sgd_steps_scan_equals_repeated_sgd_step_and_reduces_loss() -> None:
+def test_one_update_of_k_batches_equals_k_updates_of_one_and_reduces_loss() -> None:
     # a fixed target: a regression that the steps must fit
-    config = DQNConfig(hidden_sizes=(32,), learning_rate=3e-3, target_update_period=1000)
-    learner = make_learner(config, make_network(config, num_actions=2))
-    state = learner.init(jax.random.PRNGKey(1), 4)
+    config = DQNConfig(
+        hidden_sizes=(32,), learning_rate=3e-3, target_update_period=1000, batch_size=32,
+        prioritized=True,
+    )  # fmt: skip
+    learner = _learner(config)
+    state = learner.init(jax.random.PRNGKey(1))
     batch = random_batch(np.random.default_rng(1), 32)
-    stacked = jax.tree.map(lambda x: np.stack([x] * 100), batch)
+    stacked = jax.tree.map(lambda x: np.concatenate([x] * 100), batch)
 
     one_by_one = state
     for _ in range(100):
-        one_by_one, _, _ = learner.sgd_step(one_by_one, batch)
-    scanned, metrics, priorities = learner.sgd_steps(state, stacked)
-    assert priorities.shape == (100, 32)
+        one_by_one, _, _ = learner.update(one_by_one, _batch(batch))
+    scanned, metrics, priorities = learner.update(state, _batch(stacked))
+    assert priorities.shape == (100 * 32,)
+    assert int(scanned.step) == 100
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
         scanned.params,
         one_by_one.params,
     )
-    _, first, _ = learner.sgd_step(state, batch)
-    _, last, _ = learner.sgd_step(scanned, batch)
+    _, first, _ = learner.update(state, _batch(batch))
+    _, last, _ = learner.update(scanned, _batch(batch))
     assert float(last["loss"]) < 0.6 * float(first["loss"])
     assert set(metrics) >= {"loss", "q_mean", "grad_norm"}
 
 
 def test_policies() -> None:
     network = make_network(LINEAR, num_actions=2)
-    policy, greedy = make_policy(network), make_greedy_policy(network)
     obs = np.array([[1.0, 0.0], [0.0, 1.0]] * 500, np.float32)  # best actions alternate 0, 1
     best = np.array([0, 1] * 500)
-    actions = greedy(ONLINE, obs)
+    first = np.zeros(1000, bool)
+    greedy = make_policy(network, DQNConfig(evaluation_epsilon=0.0), evaluation=True)
+    state = greedy.init(jax.random.PRNGKey(0), Placement(1000))
+    actions, _, _ = greedy.step(ONLINE, state, obs, first)
     assert actions.dtype == jnp.int32 and actions.shape == (1000,)
     np.testing.assert_array_equal(actions, best)
-    zero = policy(ONLINE, obs, np.zeros(1000, np.float32), jax.random.PRNGKey(0))
-    np.testing.assert_array_equal(zero, best)
-    eps = np.where(np.arange(1000) < 500, 1.0, 0.0).astype(np.float32)
-    mixed = np.asarray(policy(ONLINE, obs, eps, jax.random.PRNGKey(0)))
-    np.testing.assert_array_equal(mixed[500:], best[500:])
+    config = DQNConfig(ape_x_spread=True, ape_x_base=1.0, ape_x_alpha=0.0)  # epsilon 1 for all
+    explore = make_policy(network, config)
+    state = explore.init(jax.random.PRNGKey(0), Placement(1000))
+    mixed, _, next_state = explore.step(ONLINE, state, obs, first)
+    mixed = np.asarray(mixed)
     # epsilon 1 acts uniformly: about half the random actions miss the greedy one
-    assert 0.35 < np.mean(mixed[:500] != best[:500]) < 0.65
+    assert 0.4 < np.mean(mixed != best) < 0.6
     assert mixed.dtype == np.int32
+    again, _, _ = explore.step(ONLINE, next_state, obs, first)
+    assert not np.array_equal(np.asarray(again), mixed)  # the key moved on
 
 
 def test_network_shapes() -> None:

@@ -202,7 +202,7 @@ def test_run_moves_data_and_stops_on_ctrl_c(launchers, tmp_path: Path) -> None:
         timeout=60,
     )
     assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr
-    assert "mean return over 2 greedy episodes" in evaluation.stdout
+    assert "mean return over 2 evaluation episodes" in evaluation.stdout
 
 
 def test_sigkill_of_the_launcher_takes_the_children_with_it(launchers) -> None:

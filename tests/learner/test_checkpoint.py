@@ -1,15 +1,17 @@
-"""Checkpoints: round trip of a real DQN training state, atomic writes, keep K, resume."""
+"""Checkpoints: a real DQN training state by name, atomic writes, keep K, resume."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import jax
 import numpy as np
 import pytest
 
+from services.experiment import build_experiment
 from services.learner.checkpoint import (
     VERSION_LEASE,
     Checkpointer,
@@ -19,34 +21,36 @@ from services.learner.checkpoint import (
 )
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import PrometheusMetrics
-from services.learner.loop import LearnerLoop, run_updates
+from services.learner.loop import LearnerLoop
 from services.learner.settings import LearnerSettings
 from shared import codec
-from shared.agents.dqn import DQNConfig, make_learner, make_network
 from shared.clients import ReplayClient, make_http_client
+from shared.interfaces import Batch
 from tests.learner.support import serve, unreachable_replay
 
-CONFIG = DQNConfig(batch_size=8, hidden_sizes=(8,), publish_every=2)
+OVERRIDES = {"batch_size": 8, "hidden_sizes": [8], "publish_every": 2, "batches_per_sample": 1}
+EXPERIMENT = build_experiment("dqn", "CartPole-v1", overrides=OVERRIDES)
 
 
-def _batch(rng: np.random.Generator, n: int = 8) -> dict[str, np.ndarray]:
-    return {
+def _batch(rng: np.random.Generator, n: int = 8) -> Batch:
+    data = {
         "observation": rng.normal(size=(n, 4)).astype(np.float32),
         "action": rng.integers(0, 2, size=n).astype(np.int32),
         "reward": rng.normal(size=n).astype(np.float32),
         "discount": np.full(n, 0.99, np.float32),
         "next_observation": rng.normal(size=(n, 4)).astype(np.float32),
     }
+    return Batch(data, np.ones(n, np.float32))
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[object, object]:
     """A learner and a state after 5 updates (Adam moments are non-zero)."""
-    learner = make_learner(CONFIG, make_network(CONFIG, 2))
-    state = learner.init(jax.random.PRNGKey(0), 4)
+    learner = EXPERIMENT.agent.learner
+    state = learner.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     for _ in range(5):
-        state, _, _ = learner.sgd_step(state, _batch(rng))
+        state, _, _ = learner.update(state, _batch(rng))
     return learner, state
 
 
@@ -58,56 +62,66 @@ def _assert_same(a: object, b: object) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_state_round_trip_through_the_codec(trained) -> None:
+def _through_the_codec(state: object) -> dict:
+    nest, _ = state_to_nest(state)
+    return codec.decode(codec.encode(nest))
+
+
+def test_state_round_trip_through_the_codec_by_name(trained) -> None:
     learner, state = trained
-    fresh = learner.init(jax.random.PRNGKey(1), 4)
-    restored = state_from_nest(fresh, codec.decode(codec.encode(state_to_nest(state))))
+    nest = _through_the_codec(state)
+    assert set(nest) == {"params", "target_params", "opt_state", "step", "rng"}
+    assert nest["params"]["params"]["Dense_0"]["kernel"].shape == (4, 8)
+    assert set(nest["opt_state"]["1"]["0"]) == {"count", "mu", "nu"}  # optax's Adam by name
+    restored = state_from_nest(learner.init(jax.random.PRNGKey(1)), nest)
     _assert_same(restored, state)
     assert int(restored.step) == 5
     # the restored state trains on exactly like the original
     batch = _batch(np.random.default_rng(9))
-    _assert_same(learner.sgd_step(restored, batch)[0], learner.sgd_step(state, batch)[0])
+    _assert_same(learner.update(restored, batch)[0], learner.update(state, batch)[0])
 
 
-def test_run_updates_scans_k_batches_like_k_steps(trained) -> None:
-    learner, state = trained
-    batch = _batch(np.random.default_rng(3), n=3 * 8)
-    scanned, metrics, priorities = run_updates(learner, state, batch, 3)
-    stepped = state
-    expected = []
-    for i in range(3):
-        stepped, _, p = learner.sgd_step(
-            stepped, {k: v[i * 8 : (i + 1) * 8] for k, v in batch.items()}
-        )
-        expected.append(np.asarray(p))
-    assert int(scanned.step) == int(state.step) + 3
-    for a, b in zip(
-        jax.tree_util.tree_leaves(scanned), jax.tree_util.tree_leaves(stepped), strict=True
-    ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(priorities, np.concatenate(expected), rtol=1e-5, atol=1e-6)
-    assert set(metrics) >= {"loss", "q_mean"} and all(
-        isinstance(v, float) for v in metrics.values()
-    )
+class Reordered(NamedTuple):
+    """DQN's TrainingState with its fields in another order: restored by name, not position."""
+
+    rng: jax.Array
+    step: jax.Array
+    target_params: object
+    opt_state: object
+    params: object
+
+
+def test_parts_are_found_by_name_whatever_their_order(trained) -> None:
+    _, state = trained
+    template = Reordered(*(getattr(state, f) for f in Reordered._fields))
+    template = jax.tree.map(np.zeros_like, template)
+    restored = state_from_nest(template, _through_the_codec(state))
+    _assert_same(restored.params, state.params)  # not the target network's
+    _assert_same(restored.target_params, state.target_params)
+    assert int(restored.step) == 5
 
 
 def test_typed_prng_keys_round_trip() -> None:
     state = {"w": np.ones(3, np.float32), "rng": jax.random.key(7)}
     template = {"w": np.zeros(3, np.float32), "rng": jax.random.key(0)}
-    restored = state_from_nest(template, codec.decode(codec.encode(state_to_nest(state))))
+    nest, prng = state_to_nest(state)
+    assert prng == ["rng"]
+    restored = state_from_nest(template, codec.decode(codec.encode(nest)))
     assert (
         jax.random.key_data(restored["rng"]).tolist() == jax.random.key_data(state["rng"]).tolist()
     )
 
 
-def test_a_state_of_another_shape_is_refused(trained) -> None:
+def test_a_state_of_another_shape_is_refused_naming_the_part(trained) -> None:
     _, state = trained
-    saved = state_to_nest(state)
-    for hidden, reason in (((8, 8), "state leaves"), ((9,), "float32[9]")):
-        other = DQNConfig(hidden_sizes=hidden)
-        init = make_learner(other, make_network(other, 2)).init
-        template = jax.eval_shape(init, jax.random.PRNGKey(0), 4)  # shapes only: no compute
-        with pytest.raises(CheckpointError, match="agent config") as error:
+    saved = _through_the_codec(state)
+    for hidden, reason in (((8, 8), "Dense_1/bias"), ((9,), "float32[9]")):
+        other = build_experiment(
+            "dqn", "CartPole-v1", overrides={**OVERRIDES, "hidden_sizes": hidden}
+        )
+        init = other.agent.learner.init
+        template = jax.eval_shape(init, jax.random.PRNGKey(0))  # shapes only: no compute
+        with pytest.raises(CheckpointError, match="agent") as error:
             state_from_nest(template, saved)
         assert reason in str(error.value)
 
@@ -155,14 +169,9 @@ def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         checkpointer.load_latest()
 
 
-def _loop(learner, state, checkpointer: Checkpointer, counters: EpisodeCounters) -> LearnerLoop:
+def _loop(checkpointer: Checkpointer, counters: EpisodeCounters) -> LearnerLoop:
     return LearnerLoop(
-        learner=learner,
-        state=state,
-        agent="dqn",
-        env_id="CartPole-v1",
-        agent_config=CONFIG,
-        tables={CONFIG.table_name: CONFIG.replay_table_config(4)},
+        experiment=EXPERIMENT,
         replay=ReplayClient(make_http_client(unreachable_replay())),
         counters=counters,
         metrics=PrometheusMetrics(),
@@ -171,21 +180,25 @@ def _loop(learner, state, checkpointer: Checkpointer, counters: EpisodeCounters)
 
 
 async def test_resume_continues_steps_versions_and_counters(trained, tmp_path: Path) -> None:
-    learner, state = trained
+    _, state = trained
     counters = EpisodeCounters()
     counters.report("a", 1000, [float(r) for r in range(150)], evaluation=False)
     counters.report("e", 200, [300.0], evaluation=True)
-    loop = _loop(learner, state, Checkpointer(tmp_path), counters)
+    loop = _loop(Checkpointer(tmp_path), counters)
+    loop.trainer.state, loop.trainer.steps = state, 5
     loop.resume()
     assert loop.steps == 5 and loop.version == 1
     await loop.save_checkpoint()
-    assert loop.last_checkpoint == {"step": 5, "path": str(Checkpointer(tmp_path).paths()[-1])}
+    path = Checkpointer(tmp_path).paths()[-1]
+    assert loop.trainer.last_checkpoint == {"step": 5, "path": str(path)}
+    header = codec.decode(path.read_bytes())
+    assert header["agent"] == "dqn" and header["env_spec"]["action_space"]["n"] == 2
+    assert header["agent_config"]["hidden_sizes"] == [8]
 
-    fresh = learner.init(jax.random.PRNGKey(42), 4)
-    restarted = _loop(learner, fresh, Checkpointer(tmp_path), EpisodeCounters())
+    restarted = _loop(Checkpointer(tmp_path), EpisodeCounters())
     restarted.resume()
     assert restarted.steps == 5
-    _assert_same(restarted.state, state)
+    _assert_same(restarted.trainer.state, state)
     assert restarted.version > loop.version  # versions only grow
     assert restarted.counters.actor_steps == 1000 and restarted.counters.episodes == 150
     assert restarted.counters.return_mean_100 == pytest.approx(np.mean(range(50, 150)))
@@ -193,16 +206,32 @@ async def test_resume_continues_steps_versions_and_counters(trained, tmp_path: P
     assert codec.decode(restarted.published.body)["version"] == restarted.version
 
 
-async def test_versions_grow_past_what_a_killed_learner_published(trained, tmp_path: Path) -> None:
-    """Versions published after the last checkpoint are covered by the lease file."""
-    learner, state = trained
-    loop = _loop(learner, state, Checkpointer(tmp_path), EpisodeCounters())
+async def test_a_checkpoint_of_another_environment_is_refused(tmp_path: Path) -> None:
+    loop = _loop(Checkpointer(tmp_path), EpisodeCounters())
     loop.resume()
-    published = loop._publish_sync(state.params, VERSION_LEASE + 5)  # far past the first lease
+    await loop.save_checkpoint()
+    other = build_experiment("dqn", "Acrobot-v1", overrides=OVERRIDES)
+    restarted = LearnerLoop(
+        experiment=other,
+        replay=ReplayClient(make_http_client(unreachable_replay())),
+        counters=EpisodeCounters(),
+        metrics=PrometheusMetrics(),
+        checkpointer=Checkpointer(tmp_path),
+    )
+    with pytest.raises(CheckpointError, match="env_id='CartPole-v1'"):
+        restarted.resume()
+
+
+async def test_versions_grow_past_what_a_killed_learner_published(tmp_path: Path) -> None:
+    """Versions published after the last checkpoint are covered by the lease file."""
+    loop = _loop(Checkpointer(tmp_path), EpisodeCounters())
+    loop.resume()
+    loop.trainer.version = VERSION_LEASE + 4
+    loop.trainer.publish()  # far past the first lease
     # no checkpoint written; the process "dies" here
-    restarted = _loop(learner, state, Checkpointer(tmp_path), EpisodeCounters())
+    restarted = _loop(Checkpointer(tmp_path), EpisodeCounters())
     restarted.resume()
-    assert restarted.version > published.version
+    assert restarted.version > VERSION_LEASE + 5
 
 
 def test_app_restart_resumes_versions_and_counters(tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ def http(learner: str) -> Iterator[httpx.Client]:
 def test_config_has_what_actors_need(http: httpx.Client) -> None:
     config = http.get("/config").json()
     assert config["agent"] == "dqn" and config["env_id"] == "CartPole-v1" and config["seed"] == 3
-    assert config["obs_dim"] == 4 and config["num_actions"] == 2
+    assert config["env_spec"]["observation_space"]["shape"] == [4]
+    assert config["env_spec"]["action_space"] == {"type": "Discrete", "n": 2, "start": 0}
+    assert config["fleet"]["batch_size"] == 32 and config["fleet"]["num_envs"] == 4
     assert config["agent_config"]["batch_size"] == 32
     assert config["agent_config"]["hidden_sizes"] == [16]
     table = config["tables"][config["agent_config"]["table_name"]]
@@ -208,7 +210,7 @@ async def test_token_auth() -> None:
                 await LearnerClient(http).config()
         async with make_http_client(url, token=TOKEN) as http:
             client = LearnerClient(http)
-            assert (await client.config())["num_actions"] == 2
+            assert (await client.config())["env_spec"]["action_space"]["n"] == 2
             await client.report_episodes(
                 actor_id="x", steps=3, episodes=[{"return": 2.0, "length": 3}]
             )

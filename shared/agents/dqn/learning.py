@@ -1,14 +1,13 @@
-"""The DQN learner's state and its pure, jitted update.
+"""The DQN learner's state and its pure, jitted update (``shared.interfaces.Learner``).
 
-``sgd_step(state, batch) -> (state, metrics, priorities)`` does one Adam step on the double DQN
-loss, then updates the target network: a copy every ``target_update_period`` steps, or Polyak
-averaging at rate ``tau`` when ``tau > 0``. ``sgd_steps`` scans it over batches stacked on axis 0.
+``update(state, batch)`` splits the request's ``k * batch_size`` items into k batches and scans
+one SGD step over them: an Adam step on the double DQN loss, then the target network's update (a
+copy every ``target_update_period`` steps, or Polyak averaging at rate ``tau`` when ``tau > 0``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -16,8 +15,9 @@ import jax.numpy as jnp
 import optax
 
 from shared.agents.dqn.config import DQNConfig
-from shared.agents.dqn.losses import Batch, double_dqn_loss
+from shared.agents.dqn.losses import double_dqn_loss
 from shared.agents.dqn.networks import Params, QNetwork, init_params
+from shared.interfaces import Batch, Learner
 
 Metrics = dict[str, jax.Array]
 
@@ -30,15 +30,7 @@ class TrainingState(NamedTuple):
     rng: jax.Array
 
 
-class DQNLearner(NamedTuple):
-    """The pure functions of the learner; the learner service owns the loop and the state."""
-
-    init: Callable[[jax.Array, int], TrainingState]
-    sgd_step: Callable[[TrainingState, Batch], tuple[TrainingState, Metrics, jax.Array]]
-    sgd_steps: Callable[[TrainingState, Batch], tuple[TrainingState, Metrics, jax.Array]]
-
-
-def make_learner(config: DQNConfig, network: QNetwork) -> DQNLearner:
+def make_learner(config: DQNConfig, network: QNetwork, obs_dim: int) -> Learner:
     optimizer = optax.chain(
         optax.clip_by_global_norm(config.max_gradient_norm),
         optax.adam(config.learning_rate, eps=config.adam_eps),
@@ -50,12 +42,12 @@ def make_learner(config: DQNConfig, network: QNetwork) -> DQNLearner:
         importance_sampling_exponent=config.importance_sampling_exponent,
     )
 
-    def init(rng: jax.Array, obs_dim: int) -> TrainingState:
-        init_rng, rng = jax.random.split(rng)
-        params = init_params(network, init_rng, obs_dim)
+    def init(key: jax.Array) -> TrainingState:
+        init_key, rng = jax.random.split(key)
+        params = init_params(network, init_key, obs_dim)
         return TrainingState(params, params, optimizer.init(params), jnp.int32(0), rng)
 
-    def step(state: TrainingState, batch: Batch) -> tuple[TrainingState, Metrics, jax.Array]:
+    def sgd_step(state: TrainingState, batch: dict[str, jax.Array]):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (_, (abs_td, metrics)), grads = grad_fn(state.params, state.target_params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -70,18 +62,21 @@ def make_learner(config: DQNConfig, network: QNetwork) -> DQNLearner:
         metrics["grad_norm"] = optax.tree.norm(grads)
         rng, _ = jax.random.split(state.rng)
         priorities = abs_td + config.priority_eps  # (batch,)
-        return TrainingState(params, target, opt_state, count, rng), metrics, priorities
+        return TrainingState(params, target, opt_state, count, rng), (metrics, priorities)
 
-    def steps(state: TrainingState, batches: Batch) -> tuple[TrainingState, Metrics, jax.Array]:
-        """Leaves of ``batches`` are (num_steps, batch, ...); priorities are (num_steps, batch)."""
+    def update(state: TrainingState, batch: Batch):
+        data = dict(batch.data)
+        if config.prioritized:  # importance weights correct the non-uniform sampling
+            data["probabilities"] = batch.probabilities
+        k = len(data["action"]) // config.batch_size  # static: the request's size
+        stacked = jax.tree.map(lambda x: x.reshape(k, config.batch_size, *x.shape[1:]), data)
+        state, (metrics, priorities) = jax.lax.scan(sgd_step, state, stacked)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return state, metrics, priorities.reshape(-1) if config.prioritized else None
 
-        def body(state: TrainingState, batch: Batch):
-            state, metrics, priorities = step(state, batch)
-            return state, (metrics, priorities)
-
-        state, (metrics, priorities) = jax.lax.scan(body, state, batches)
-        return state, jax.tree.map(jnp.mean, metrics), priorities
-
-    return DQNLearner(
-        init=jax.jit(init, static_argnums=1), sgd_step=jax.jit(step), sgd_steps=jax.jit(steps)
+    return Learner(
+        table=config.table_name,
+        init=jax.jit(init),
+        update=jax.jit(update),
+        params=lambda state: state.params,
     )

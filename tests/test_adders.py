@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.actor.adders import EpisodeAdder, NStepTransitionAdder, SequenceAdder
+from shared.adders import EpisodeAdder, NStepTransitionAdder, SequenceAdder
 
 GAMMA = 0.9
 
@@ -142,7 +142,7 @@ def test_vectorized_envs_ending_at_different_steps_match_the_reference(n_step):
     finished = []
     for _ in range(num_steps):
         clock += 1
-        action = rng.integers(0, 5, num_envs)
+        action = rng.integers(0, 5, num_envs, dtype=np.int32)  # as the policy gives them
         reward = rng.normal(size=num_envs).astype(np.float32)
         terminated = rng.random(num_envs) < 0.1
         truncated = ~terminated & (rng.random(num_envs) < 0.05)
@@ -318,7 +318,7 @@ def test_episode_longer_than_max_length_is_an_error():
         run_episode(adder, [1.0, 2.0, 3.0], terminated=True)
 
 
-def test_float64_observations_become_float32_items():
+def test_float64_observations_become_float32_items_and_actions_keep_the_policys_dtype():
     sink = Requests()
     adder = NStepTransitionAdder(sink, num_envs=2, n_step=2, discount=GAMMA, batch_size=2)
     adder.add_first(obs(0, 2).astype(np.float64))
@@ -333,7 +333,7 @@ def test_float64_observations_become_float32_items():
     for request in sink:
         assert {k: v.dtype for k, v in request.items()} == {
             "observation": np.float32,
-            "action": np.int32,
+            "action": np.int64,
             "reward": np.float32,
             "discount": np.float32,
             "next_observation": np.float32,
@@ -365,3 +365,62 @@ def test_no_item_waits_longer_than_max_delay():
     now[0] = 0.015  # the clock starts again at the next step
     adder.add(np.zeros(2), np.ones(2), obs(5, 2), **still)
     assert len(sink) == 1 and adder.pending == 2
+
+
+def test_extras_are_stored_with_the_step_that_chose_the_action():
+    """An n-step item from step t carries the policy's extras of step t (e.g. a log-prob)."""
+    sink = Requests()
+    adder = NStepTransitionAdder(sink, num_envs=2, n_step=3, discount=GAMMA, batch_size=1000)
+    adder.add_first(obs(0, 2))
+    for t in range(5):
+        adder.add(
+            np.array([t, 10 + t], np.int32),
+            np.ones(2, np.float32),
+            obs(t + 1, 2),
+            terminated=np.array([False, t == 4]),
+            truncated=np.zeros(2, bool),
+            extras={"log_prob": np.array([-t, -10 - t], np.float32), "h": np.full((2, 3), t)},
+        )
+    adder.flush()
+    items = {k: np.concatenate([r[k] for r in sink]) for k in sink[0]}
+    np.testing.assert_array_equal(items["log_prob"], -items["action"].astype(np.float32))
+    assert items["h"].shape == (len(items["action"]), 3)
+    np.testing.assert_array_equal(items["h"][:, 0], items["action"] % 10)
+
+
+def test_sequences_carry_extras_and_continuous_actions():
+    sink = Requests()
+    adder = SequenceAdder(sink, num_envs=1, sequence_length=3, period=3, batch_size=10)
+    adder.add_first(obs(0, 1))
+    for t in range(3):
+        adder.add(
+            np.array([[0.5 * t, -0.5]], np.float32),  # (num_envs, 2): a Box action
+            np.ones(1, np.float32),
+            obs(t + 1, 1),
+            terminated=np.zeros(1, bool),
+            truncated=np.zeros(1, bool),
+            extras={"log_prob": np.array([-float(t)], np.float32)},
+        )
+    adder.flush()
+    (request,) = sink
+    assert request["action"].shape == (1, 3, 2) and request["action"].dtype == np.float32
+    np.testing.assert_array_equal(request["log_prob"][0], [0.0, -1.0, -2.0])
+
+
+def test_no_linger_hands_every_step_over_at_once():
+    """max_delay_s=0 (the in-process runner's clock) hands the completed items over every step."""
+    sink = Requests()
+    adder = NStepTransitionAdder(
+        sink, num_envs=2, n_step=1, discount=GAMMA, batch_size=1024, max_delay_s=0.0,
+        clock=lambda: 0.0,
+    )  # fmt: skip
+    adder.add_first(obs(0, 2))
+    for t in range(3):
+        adder.add(
+            np.zeros(2, np.int32),
+            np.ones(2, np.float32),
+            obs(t + 1, 2),
+            terminated=np.zeros(2, bool),
+            truncated=np.zeros(2, bool),
+        )
+        assert len(sink) == t + 1 and len(sink[-1]["action"]) == 2

@@ -1,17 +1,21 @@
 """Adders: turn the batched steps of ``num_envs`` environments into replay items (as in Acme).
 
-Every adder follows the ``shared.interfaces.Adder`` protocol::
+Agents pick one in ``make_agent`` (``shared.interfaces.Agent.make_adder``); every adder follows
+the ``shared.interfaces.Adder`` protocol::
 
     adder.add_first(obs)                                  # (num_envs, ...) first observations
-    adder.add(action, reward, next_obs, terminated=..., truncated=...)
+    adder.add(action, reward, next_obs, terminated=..., truncated=..., extras={...})
     adder.add_first(reset_obs, envs=terminated | truncated)  # new episodes of the envs that ended
 
 ``terminated`` (no bootstrap) and ``truncated`` (time limit: bootstrap) end an episode, as in
-gymnasium; ``next_obs`` then holds the *final* observation of those envs.
-Items are collected into insert requests of ``batch_size`` items (columns with a leading batch
-axis) and handed to ``sink``; ``flush()`` hands over a partial request.
+gymnasium; ``next_obs`` then holds the *final* observation of those envs. ``extras`` are the
+policy's per-step outputs (log-probabilities, recurrent state): each is stored with the step it
+belongs to, under its own name. Items are collected into insert requests of ``batch_size`` items
+(columns with a leading batch axis) and handed to ``sink``; ``flush()`` hands over a partial
+request. With ``max_delay_s``, no step waits longer than that (by ``clock``) before the items it
+completed are handed over, however few; ``max_delay_s=0`` hands them over after every step.
 
-- ``NStepTransitionAdder``: the DQN item of the project (docs/actor.md), fully vectorized.
+- ``NStepTransitionAdder``: n-step transitions (the DQN item, docs/actor.md), fully vectorized.
 - ``SequenceAdder``: fixed-length overlapping sequences of steps (R2D2-style).
 - ``EpisodeAdder``: whole episodes, zero-padded to ``max_length`` steps.
 """
@@ -19,13 +23,34 @@ axis) and handed to ``sink``; ``flush()`` hands over a partial request.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import numpy as np
 
-Columns = dict[str, np.ndarray]  # field -> array with a leading item axis
-Sink = Callable[[Columns], None]
+from shared.interfaces import Columns, Sink
+
+Extras = Mapping[str, np.ndarray] | None
+
+
+class _Linger:
+    """Hands over what is formed once the oldest step since the last ``flush`` is due."""
+
+    _max_delay_s: float | None
+    _clock: Callable[[], float]
+    _oldest: float | None
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def _linger(self) -> None:
+        if self._max_delay_s is None:
+            return
+        now = self._clock()
+        if self._oldest is None:
+            self._oldest = now
+        if now - self._oldest >= self._max_delay_s:
+            self.flush()
 
 
 class ItemBatcher:
@@ -74,7 +99,7 @@ class ItemBatcher:
         self._sink(request)
 
 
-class NStepTransitionAdder:
+class NStepTransitionAdder(_Linger):
     """n-step transitions ``{observation, action, reward, discount, next_observation}``.
 
     For a transition from ``o_t`` that spans ``m <= n`` steps (m < n only at an episode's end)::
@@ -93,7 +118,8 @@ class NStepTransitionAdder:
     request of whatever size, so the learner gets fresh data even from a slow actor (batching up
     to a size, lingering at most a time, as Kafka producers do). A transition from step t
     is complete at step ``c = min(t + n - 1, end of its episode)``; the n - 1 steps before a chunk
-    stay in the history, since transitions starting there complete inside it.
+    stay in the history, since transitions starting there complete inside it. Extras are those
+    of the transition's first step t (the policy's outputs where its action was chosen).
     """
 
     def __init__(
@@ -123,10 +149,11 @@ class NStepTransitionAdder:
         # [_kept, _len) the steps recorded since the last forming.
         self._obs: np.ndarray | None = None  # (capacity, num_envs, *obs_shape)
         self._next_obs: np.ndarray | None = None  # the observation each step led to
-        self._action = np.zeros((self._capacity, num_envs), np.int32)
+        self._action: np.ndarray | None = None  # (capacity, num_envs, *action_shape)
         self._reward = np.zeros((self._capacity + n_step, num_envs), np.float64)  # 0-padded
         self._terminated = np.zeros((self._capacity, num_envs), bool)
         self._done = np.zeros((self._capacity, num_envs), bool)
+        self._extras: dict[str, np.ndarray] = {}  # name -> (capacity, num_envs, ...), by step
         self._kept = 0
         self._len = 0
         self._k = np.arange(n_step)
@@ -160,6 +187,7 @@ class NStepTransitionAdder:
         *,
         terminated: np.ndarray,
         truncated: np.ndarray,
+        extras: Extras = None,
     ) -> None:
         if not self._started.all():
             missing = np.flatnonzero(~self._started).tolist()
@@ -167,7 +195,16 @@ class NStepTransitionAdder:
         i = self._len
         self._obs[i] = self._current
         self._next_obs[i] = next_observation
+        if self._action is None:
+            action = np.asarray(action)
+            self._action = np.zeros((self._capacity, *action.shape), action.dtype)
         self._action[i] = action
+        for name, value in (extras or {}).items():
+            history = self._extras.get(name)
+            if history is None:
+                value = np.asarray(value)
+                history = self._extras[name] = np.zeros((self._capacity, *value.shape), value.dtype)
+            history[i] = value
         self._reward[i] = reward
         self._terminated[i] = terminated
         done = self._done[i]
@@ -177,12 +214,7 @@ class NStepTransitionAdder:
         self._len = i + 1
         if self._len == self._capacity:
             self._form()
-        if self._max_delay_s is not None:
-            now = self._clock()
-            if self._oldest is None:
-                self._oldest = now
-            elif now - self._oldest >= self._max_delay_s:
-                self.flush()
+        self._linger()
 
     def _form(self) -> None:
         """Forms the transitions completed in rows [_kept, _len); keeps the last n - 1 rows."""
@@ -208,10 +240,12 @@ class NStepTransitionAdder:
                     "reward": returns.astype(np.float32),
                     "discount": discount.astype(np.float32),
                     "next_observation": self._next_obs[c, env],
+                    **{name: history[t, env] for name, history in self._extras.items()},
                 }
             )
         keep = min(n - 1, b)
-        for history in (self._obs, self._next_obs, self._action, self._terminated, self._done):
+        histories = (self._obs, self._next_obs, self._action, self._terminated, self._done)
+        for history in (*histories, *self._extras.values()):
             history[:keep] = history[b - keep : b]
         self._reward[:keep] = self._reward[b - keep : b]
         self._reward[keep:] = 0.0
@@ -231,16 +265,27 @@ class NStepTransitionAdder:
         self._batcher.reset()
 
 
-class _StepAdder:
+class _StepAdder(_Linger):
     """Per-env lists of steps ``{observation, action, reward, discount, start_of_episode}``.
 
-    Step t holds o_t, the action taken there, the reward that followed and the discount (0 if the
-    episode terminated there, else 1). An
-    episode of T actions has T + 1 steps: the last holds the final observation and zeros.
+    Step t holds o_t, the action taken there, the reward that followed, the discount (0 if the
+    episode terminated there, else 1) and the policy's extras for it. An episode of T actions has
+    T + 1 steps: the last holds the final observation and zeros.
     """
 
-    def __init__(self, sink: Sink, *, num_envs: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        num_envs: int,
+        batch_size: int,
+        max_delay_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._batcher = ItemBatcher(sink, batch_size)
+        self._max_delay_s = max_delay_s
+        self._clock = clock
+        self._oldest: float | None = None
         self._num_envs = num_envs
         self._steps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
         self._first: list[bool] = [False] * num_envs
@@ -266,32 +311,32 @@ class _StepAdder:
         *,
         terminated: np.ndarray,
         truncated: np.ndarray,
+        extras: Extras = None,
     ) -> None:
         next_observation = np.asarray(next_observation, np.float32)
+        action = np.asarray(action)
+        extras = {name: np.asarray(value) for name, value in (extras or {}).items()}
         for b in range(self._num_envs):
             if self._current[b] is None:
                 raise RuntimeError(f"add() before add_first() for env {b}")
             step = {
                 "observation": self._current[b],
-                "action": np.int32(action[b]),
+                "action": action[b].copy(),
                 "reward": np.float32(reward[b]),
                 "discount": np.float32(0.0 if terminated[b] else 1.0),
                 "start_of_episode": np.bool_(self._first[b]),
+                **{name: value[b].copy() for name, value in extras.items()},
             }
             self._append(b, step)
             self._first[b] = False
             self._current[b] = next_observation[b].copy()
             if terminated[b] or truncated[b]:
-                final = {
-                    "observation": self._current[b],
-                    "action": np.int32(0),
-                    "reward": np.float32(0.0),
-                    "discount": np.float32(0.0),
-                    "start_of_episode": np.bool_(False),
-                }
+                final = {key: np.zeros_like(value) for key, value in step.items()}
+                final.update(observation=self._current[b], start_of_episode=np.bool_(False))
                 self._append(b, final)
                 self._end_episode(b)
                 self._current[b] = None
+        self._linger()
 
     def _stack(self, steps: list[dict[str, np.ndarray]], length: int) -> Columns:
         """One item: ``steps`` stacked and zero-padded to ``length``, with a validity mask."""
@@ -307,6 +352,7 @@ class _StepAdder:
 
     def flush(self) -> None:
         self._batcher.flush()
+        self._oldest = None
 
     def reset(self) -> None:
         self._steps = [[] for _ in range(self._num_envs)]
@@ -341,12 +387,16 @@ class SequenceAdder(_StepAdder):
         period: int,
         batch_size: int,
         end_of_episode: Literal["pad", "drop"] = "pad",
+        max_delay_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sequence_length < 1 or period < 1:
             raise ValueError("sequence_length and period must be >= 1")
         if end_of_episode not in ("pad", "drop"):
             raise ValueError(f"end_of_episode must be 'pad' or 'drop', got {end_of_episode!r}")
-        super().__init__(sink, num_envs=num_envs, batch_size=batch_size)
+        super().__init__(
+            sink, num_envs=num_envs, batch_size=batch_size, max_delay_s=max_delay_s, clock=clock
+        )
         self._length = sequence_length
         self._period = period
         self._pad = end_of_episode == "pad"
@@ -384,12 +434,23 @@ class EpisodeAdder(_StepAdder):
     environment's time limit + 1.
     """
 
-    def __init__(self, sink: Sink, *, num_envs: int, max_length: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        num_envs: int,
+        max_length: int,
+        batch_size: int,
+        max_delay_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_length < 2:
             raise ValueError(
                 f"max_length must be >= 2 (one action and a final step), got {max_length}"
             )
-        super().__init__(sink, num_envs=num_envs, batch_size=batch_size)
+        super().__init__(
+            sink, num_envs=num_envs, batch_size=batch_size, max_delay_s=max_delay_s, clock=clock
+        )
         self._max_length = max_length
 
     def _append(self, b: int, step: dict[str, np.ndarray]) -> None:
