@@ -35,30 +35,31 @@ import numpy as np
 
 from bench.harness import ChildServer
 from services.actor import environment
-from services.actor.loop import make_step_policy
-from shared.agents.dqn import DQNConfig, init_params, make_network, make_policy
+from services.experiment import Experiment, build_experiment
+from shared.interfaces import Placement
 
 
 class BareLoop:
     """The env + policy loop with no services: what the actor's overhead is measured against."""
 
-    def __init__(self, config: DQNConfig, env_id: str, num_envs: int, seed: int = 0) -> None:
-        self.env = environment.make_vector_env(env_id, num_envs)
-        network = make_network(config, int(self.env.single_action_space.n))
-        obs_dim = int(self.env.single_observation_space.shape[0])
-        self.params = init_params(network, jax.random.PRNGKey(seed), obs_dim)
-        self.policy = make_step_policy(make_policy(network))
-        self.key = jax.random.PRNGKey(seed)
+    def __init__(self, experiment: Experiment, num_envs: int, seed: int = 0) -> None:
+        self.env = environment.make_vector_env(experiment.env_id, num_envs)
+        agent = experiment.agent
+        self.params = agent.learner.params(agent.learner.init(jax.random.PRNGKey(seed)))
+        self.policy = agent.policy
+        self.state = self.policy.init(jax.random.PRNGKey(seed), Placement(num_envs))
         self.observation, _ = self.env.reset(seed=seed)
-        self.epsilons = np.full(num_envs, 0.1, np.float32)
+        self.first = np.ones(num_envs, bool)
 
     def run(self, duration_s: float) -> tuple[float, float]:
         """Env steps per second over ``duration_s``, and CPU seconds per env step."""
         steps, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < duration_s:
-            actions, self.key = self.policy(self.params, self.observation, self.epsilons, self.key)
+            actions, _, self.state = self.policy.step(
+                self.params, self.state, self.observation, self.first
+            )
             step = environment.step(self.env, np.asarray(actions))
-            self.observation = step.observation
+            self.observation, self.first = step.observation, step.done
             steps += self.env.num_envs
         return steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps
 
@@ -102,14 +103,16 @@ def main() -> None:
     parser.add_argument("--env-id", default="CartPole-v1")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-s", type=float, default=4.0)
-    parser.add_argument("--agent-config", default="{}", help="JSON overrides of DQNConfig")
+    parser.add_argument("--agent", default="dqn", help="the agent (default dqn)")
+    parser.add_argument("--agent-config", default="{}", help="JSON overrides of its Config")
     args = parser.parse_args()
 
     overrides = json.loads(args.agent_config)
     # Inserts are admitted while the table holds fewer than min_replay_size items; the learner
     # waits for that many and so never trains (nor takes CPU) during the benchmark.
     overrides = {"min_replay_size": 10**6, "max_replay_size": 10**6, **overrides}
-    config = DQNConfig.from_dict({**DQNConfig().to_dict(), **overrides})
+    experiment = build_experiment(args.agent, args.env_id, overrides=overrides)
+    fleet = experiment.fleet
     log_dir = Path(tempfile.mkdtemp(prefix="rlfleet-bench-actor-"))
 
     replay = ChildServer("services.replay", {}, log_dir=log_dir)
@@ -117,6 +120,7 @@ def main() -> None:
     replay.wait_ready()
     learner_env = {
         "REPLAY_URL": replay.url,
+        "AGENT": args.agent,
         "ENV_ID": args.env_id,
         "AGENT_CONFIG": json.dumps(overrides),
     }
@@ -143,7 +147,7 @@ def main() -> None:
             time.sleep(0.2)
         os.kill(actor.pid, signal.SIGSTOP)
 
-        bare = BareLoop(config, args.env_id, args.num_envs)
+        bare = BareLoop(experiment, args.num_envs)
         bare.run(1.0)  # jit and warm-up
         actor_round(actor, [replay, learner], 1.0)
         rates: dict[str, list[float]] = {k: [] for k in ("bare", "actor", "ratio")}
@@ -171,8 +175,8 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in rates.items()}
         cpu_med = {k: statistics.median(v) * 1e6 for k, v in cpu.items()}
         print(
-            f"\n{args.num_envs} x {args.env_id}, insert_batch_size {config.insert_batch_size},"
-            f" variable_update_period {config.variable_update_period}; {args.rounds} rounds of"
+            f"\n{args.num_envs} x {args.env_id}, insert_batch_size {fleet.insert_batch_size},"
+            f" variable_update_period {fleet.variable_update_period}; {args.rounds} rounds of"
             f" {args.round_s:.0f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
         print(

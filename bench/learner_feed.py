@@ -23,18 +23,18 @@ configure_process()  # as every service does: one XLA thread, inline JAX dispatc
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import jax
 import numpy as np
 
+from services.experiment import Experiment, build_experiment
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import PrometheusMetrics
 from services.learner.loop import LearnerLoop
-from shared.agents.dqn import DQNConfig, make_learner, make_network
 from shared.clients import ReplayClient, SampleBatch, make_http_client
 from tests.support import ServiceProcess
 
@@ -90,28 +90,18 @@ class Rate:
 
 async def measure(
     replay: ReplayClient | ArrayReplay,
-    config: DQNConfig,
-    table_config: dict[str, Any],
-    learner: Any,
-    state: Any,
+    experiment: Experiment,
     seconds: float,
     prefetch: int,
-    k: int,
     sampler_process: bool = False,
 ) -> Rate:
     """Runs a ``LearnerLoop`` on ``replay`` and measures it for ``seconds`` after a warm-up."""
     loop = LearnerLoop(
-        learner=learner,
-        state=state,
-        agent="dqn",
-        env_id="bench",
-        agent_config=config,
-        tables={config.table_name: table_config},
+        experiment=experiment,
         replay=replay,
         counters=EpisodeCounters(),
         metrics=PrometheusMetrics(),
         prefetch=prefetch,
-        batches_per_sample=k,
         sampler_process=sampler_process,
     )
     loop.resume()
@@ -137,28 +127,33 @@ async def measure(
 
 
 async def fed_rate(
-    replay_url: str, data: dict[str, np.ndarray], config: DQNConfig, *args: Any
+    replay_url: str, data: dict[str, np.ndarray], experiment: Experiment, *args: Any
 ) -> Rate:
     """The learner loop sampling the replay service, which holds ``data``."""
-    table_config = table_for(config, len(data["reward"]))
+    table = experiment.agent.learner.table
     async with make_http_client(replay_url) as http:
         replay = ReplayClient(http)
-        await replay.create_table(config.table_name, table_config)
+        await replay.create_table(table, experiment.agent.tables[table])
         for i in range(0, len(data["reward"]), 2000):
-            await replay.insert(
-                config.table_name, data={k: v[i : i + 2000] for k, v in data.items()}
-            )
-        return await measure(replay, config, table_config, *args, sampler_process=True)
+            await replay.insert(table, data={k: v[i : i + 2000] for k, v in data.items()})
+        return await measure(replay, experiment, *args, sampler_process=True)
 
 
-def table_for(config: DQNConfig, size: int) -> dict[str, Any]:
-    return {
+def experiment_for(batch_size: int, k: int, size: int) -> Experiment:
+    """DQN on CartPole with one table of ``size`` items that never rate-limits sampling."""
+    experiment = build_experiment(
+        "dqn", "CartPole-v1", overrides={"batch_size": batch_size}, batches_per_sample=k
+    )
+    agent = experiment.agent
+    name = agent.learner.table
+    table = {
         "sampler": {"kind": "uniform"},
         "remover": {"kind": "fifo"},
         "max_size": size,
         "rate_limiter": {"kind": "min_size", "min_size_to_sample": 1},
-        "signature": config.replay_table_config(OBS_DIM)["signature"],
+        "signature": agent.tables[name]["signature"],
     }
+    return dataclasses.replace(experiment, agent=dataclasses.replace(agent, tables={name: table}))
 
 
 def main() -> None:
@@ -172,11 +167,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     args = parser.parse_args()
 
-    config = DQNConfig(batch_size=args.batch_size)
-    learner = make_learner(config, make_network(config, NUM_ACTIONS))
-    state = learner.init(jax.random.PRNGKey(0), OBS_DIM)
     data = make_data(args.items)
-    table_config = table_for(config, args.items)
     print(
         f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} batch_size={args.batch_size}"
         f" prefetch={args.prefetch} cores={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
@@ -187,13 +178,11 @@ def main() -> None:
     )
     with ServiceProcess("replay", {"LOG_LEVEL": "warning"}) as replay:
         for k in args.batches_per_sample:
-            common = (learner, state, args.seconds / 2, args.prefetch, k)
+            experiment = experiment_for(args.batch_size, k, args.items)
             local = ArrayReplay(data)
-            before = asyncio.run(measure(local, config, table_config, *common))
-            fed = asyncio.run(
-                fed_rate(replay.url, data, config, learner, state, args.seconds, args.prefetch, k)
-            )
-            after = asyncio.run(measure(local, config, table_config, *common))
+            before = asyncio.run(measure(local, experiment, args.seconds / 2, args.prefetch))
+            fed = asyncio.run(fed_rate(replay.url, data, experiment, args.seconds, args.prefetch))
+            after = asyncio.run(measure(local, experiment, args.seconds / 2, args.prefetch))
             # in-process is measured around the fed run: the same conditions
             base = (before.updates_per_s + after.updates_per_s) / 2
             base_cpu = (before.cpu_ms_per_update + after.cpu_ms_per_update) / 2

@@ -44,28 +44,6 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
-def load_params(checkpoint: dict[str, Any], obs_dim: int, num_actions: int) -> tuple[Any, Any]:
-    """(network, params) of a DQN checkpoint."""
-    import jax
-
-    from shared.agents.dqn import DQNConfig, init_params, make_network
-
-    if checkpoint.get("agent", "dqn") != "dqn":
-        raise EvalError(f"agent {checkpoint.get('agent')!r}: only dqn checkpoints are known")
-    config = DQNConfig.from_dict(checkpoint.get("agent_config") or {})
-    network = make_network(config, num_actions)
-    template = init_params(network, jax.random.key(0), obs_dim)
-    t_leaves, treedef = jax.tree_util.tree_flatten(template)
-    saved = checkpoint["training_state"]["leaves"][: len(t_leaves)]
-    for i, (have, want) in enumerate(zip(saved, t_leaves, strict=True)):
-        if tuple(have.shape) != tuple(want.shape):
-            raise EvalError(
-                f"param leaf {i} is {list(have.shape)} in the checkpoint but {list(want.shape)}"
-                " for this environment: evaluate on the env the checkpoint was trained on"
-            )
-    return network, jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in saved])
-
-
 def run_episodes(
     checkpoint_path: Path,
     *,

@@ -59,7 +59,7 @@ def test_batches_per_sample_is_the_agents_unless_set() -> None:
     # window 2 * 200 = 400 items: one 64-item insert and two batches of 128 fit, four do not
     tight = {"error_buffer": 200.0, "insert_batch_size": 8, "samples_per_insert": 8.0}
     with pytest.raises(
-        ValueError, match="= 576 items do not fit .* window max_diff - min_diff = 400"
+        ValueError, match=r"= 576 items do not fit .* window max_diff - min_diff = 400"
     ):
         LearnerSettings(agent_config=tight)
     assert LearnerSettings(agent_config={**tight, "batches_per_sample": 2}).experiment
