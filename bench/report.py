@@ -78,12 +78,13 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_section(path: Path, key: str, body: str) -> None:
+def write_section(path: Path, key: str, body: str, *, header: str = DOCS_HEADER) -> None:
     """Replaces the text between ``<!-- bench:key:start -->`` and ``<!-- bench:key:end -->`` in
-    ``path`` with ``body`` (appending the delimited section if it is not there yet)."""
+    ``path`` with ``body`` (appending the delimited section if it is not there yet; a new file
+    starts with ``header``)."""
     start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else DOCS_HEADER
+    text = path.read_text() if path.exists() else header
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
