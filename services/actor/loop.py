@@ -51,6 +51,11 @@ class Variables(Protocol):
     @property
     def params(self) -> Any: ...
 
+    @property
+    def version(self) -> int | None:
+        """The version of ``params`` (as ``GET /params`` numbers them)."""
+        ...
+
     def update(self, calls: int) -> None:
         """Told the policy-call count after each call; may bring newer parameters. Never blocks."""
         ...
@@ -62,7 +67,8 @@ class ActingLoop:
     ``step()`` is one vector step (policy -> env.step -> adder -> episode bookkeeping); the
     in-process runner and ``rlfleet eval`` call it directly, and ``run()``, the actor service's
     acting task, calls it in a loop with a turn of the event loop and the writers' back-pressure
-    in between.
+    in between. With ``record_version`` each step's extras get ``param_version`` (num_envs,) int32:
+    the version of the parameters that chose the action, for the learner's policy lag.
     """
 
     def __init__(
@@ -75,8 +81,10 @@ class ActingLoop:
         seed: int,
         placement: Placement,
         writers: Sequence[InsertWriter] = (),
+        record_version: bool = False,
     ) -> None:
         self._env = env
+        self._record_version = record_version
         self._policy = policy
         self._variables = variables
         self._adder = adder
@@ -126,13 +134,16 @@ class ActingLoop:
         actions = np.asarray(actions)  # (num_envs, *action_shape)
         step = environment.step(self._env, actions)
         if self._adder is not None:
+            extras = {name: np.asarray(v) for name, v in extras.items()}
+            if self._record_version:
+                extras["param_version"] = np.full(len(actions), self._variables.version, np.int32)
             self._adder.add(
                 actions,
                 step.reward,
                 step.final_observation,
                 terminated=step.terminated,
                 truncated=step.truncated,
-                extras={name: np.asarray(v) for name, v in extras.items()} if extras else None,
+                extras=extras or None,
             )
         self._returns += step.reward
         self._lengths += 1
@@ -164,6 +175,11 @@ class ActingLoop:
                     await writer.wait_for_room(WAIT_FOR_ROOM_S)
         if self._adder is not None:
             self._adder.flush()
+
+
+def records_version(tables: dict[str, dict[str, Any]]) -> bool:
+    """Whether an agent's items carry ``param_version``: its tables' signatures say so."""
+    return any("param_version" in (body.get("signature") or {}) for body in tables.values())
 
 
 def actor_seed(settings: ActorSettings, experiment_seed: int) -> int:
@@ -264,6 +280,7 @@ class ActorRuntime:
             seed=self.seed,
             placement=Placement(self.num_envs, self.settings.actor_index, self.settings.num_actors),
             writers=self.writers,
+            record_version=records_version(agent.tables),
         )
         self._reporter = asyncio.create_task(self._report_forever(), name="reporter")
         log.info(

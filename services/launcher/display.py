@@ -50,12 +50,14 @@ def headline(s: Snapshot, target: float | None) -> str:
     if waiting is not None:
         replay += f" (waiting {waiting[0]}i/{waiting[1]}s)"
     updates_per_s = None if s.learner is None else s.learner.get("updates_per_s")
+    lag = (s.learner or {}).get("policy_lag")
+    lag_text = "" if not lag else f" | policy lag {lag['mean']:.1f} (max {lag['max']})"
     return (
         f"[{s.wall_s:6.1f}s] env steps {s.env_steps:,} ({s.actor_steps_per_s:,.0f}/s)"
         f" | updates {s.learner_steps:,} ({_num(updates_per_s, ',.1f')}/s)"
         f" | episodes {s.episodes:,} | return_mean_100 {r100}"
         f" | eval {_num(s.eval_return_mean, '.1f')} | params v{_num(s.param_version, 'd')}"
-        f" | replay {replay}"
+        f" | replay {replay}{lag_text}"
     )
 
 

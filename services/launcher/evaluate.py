@@ -27,6 +27,7 @@ class FixedVariables:
 
     def __init__(self, params: Any) -> None:
         self.params = params
+        self.version = 0
 
     def update(self, calls: int) -> None:
         pass

@@ -17,7 +17,9 @@ episode and the final parameters):
    (``ROUND_S`` each) instead of seconds, and they are inserted into their table; when the rate
    limiter does not admit them, the learner updates until it does;
 2. the learner updates while the rate limiter admits a sample request of
-   ``batch_size * batches_per_sample`` items, and sends the priorities back to the table;
+   ``batch_size * batches_per_sample`` items, and sends the priorities back to the table (a
+   limiter that never holds sampling back, ``min_size``, would admit updates for ever: then the
+   learner updates once per round, as fast as the actors step);
 3. every ``EVALUATOR_PERIOD`` rounds the evaluator takes one step.
 
 Actors take the trainer's latest published version every ``variable_update_period`` policy
@@ -28,6 +30,7 @@ checkpoints, and ``--max-seconds``.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -39,7 +42,7 @@ import numpy as np
 from rich.console import Console
 
 from services.actor.environment import make_vector_env
-from services.actor.loop import ActingLoop
+from services.actor.loop import ActingLoop, records_version
 from services.experiment import Experiment, build_experiment
 from services.launcher.display import Row
 from services.launcher.progress import Snapshot
@@ -115,6 +118,9 @@ class OneProcess:
         }
         self.sampled = self.tables[experiment.agent.learner.table]
         self.request_size = fleet.batch_size * fleet.batches_per_sample
+        self.unbounded = not math.isfinite(
+            experiment.tables[experiment.agent.learner.table].limiter.min_diff
+        )
         num_envs = opts.num_envs or fleet.num_envs
         self.actors = [
             self._actor(f"actor-{i}", actor_seed(opts.seed, i), Placement(num_envs, i, opts.actors))
@@ -140,7 +146,10 @@ class OneProcess:
             adder = agent.make_adder(sinks, placement.num_envs, batching)
         variables = LocalVariables(self.trainer, fleet.variable_update_period)
         policy = agent.evaluation_policy if evaluation else agent.policy
-        acting = ActingLoop(env, policy, variables, adder, seed=seed, placement=placement)
+        acting = ActingLoop(
+            env, policy, variables, adder, seed=seed, placement=placement,
+            record_version=not evaluation and records_version(agent.tables),
+        )  # fmt: skip
         return Actor(name, acting, variables, evaluation)
 
     def _sink(self, actor: str, table: str):
@@ -170,7 +179,7 @@ class OneProcess:
         for actor in self.actors:
             actor.acting.step()
             self._report(actor)
-        while self._learn_once():
+        while self._learn_once() and not self.unbounded:
             pass
         if self.evaluator is not None and self.rounds % EVALUATOR_PERIOD == 0:
             self.evaluator.acting.step()
@@ -212,6 +221,7 @@ class OneProcess:
             "episodes": c.episodes,
             "return_mean_100": c.return_mean_100,
             "eval_return_mean": c.eval_return_mean,
+            "policy_lag": self.trainer.policy_lag,
         }
 
         def status(actor: Actor) -> dict[str, Any]:

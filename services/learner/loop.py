@@ -375,6 +375,7 @@ class LearnerLoop:
             "param_version": self.version,
             "updates_per_s": round(self.updates_per_s, 2),
             "checkpoint": self.trainer.last_checkpoint,
+            "policy_lag": self.trainer.policy_lag,
             "phase": self.phase,
             "error": self.error,
             "replay": {

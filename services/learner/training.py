@@ -11,7 +11,9 @@ through one ``Trainer``::
     trainer.save(counters)              # a consistent checkpoint (taken between two updates)
 
 ``steps`` counts learner batches of ``fleet.batch_size`` items (a request of k batches is k
-steps). ``publish(version, params)`` turns the agent's ``learner.params(state)`` into what the
+steps). Items that carry ``param_version`` (the version of the parameters that acted; an agent
+asks for it by naming it in its table's signature) give the policy lag of what the learner
+consumes: this version minus theirs, reported as ``policy_lag_mean`` and ``policy_lag_max``. ``publish(version, params)`` turns the agent's ``learner.params(state)`` into what the
 home serves (encoded bytes for ``GET /params``; the arrays themselves in one process). Only the
 thread that calls ``update`` writes the state; ``_lock`` keeps (state, steps, version, metric
 sums) consistent for the readers (checkpoints, reports) on other threads.
@@ -63,10 +65,12 @@ class Trainer(Generic[P]):
         self.version = 0
         self.published: P | None = None
         self.last_checkpoint: dict[str, Any] | None = None
+        self.policy_lag: dict[str, float] | None = None  # of the last batch, when items say it
         self._leased = 0
         self._lock = threading.Lock()
         self._sums: dict[str, float] = {}
         self._sum_count = 0
+        self._lag_max = -1  # the largest policy lag since the last take_metrics
 
     def header(self) -> dict[str, Any]:
         """What identifies the experiment in a checkpoint (and must match to resume)."""
@@ -85,6 +89,11 @@ class Trainer(Generic[P]):
         k = len(next(iter(jax.tree.leaves(batch.data)))) // self.batch_size
         state, metrics, priorities = self.learner.update(self.state, batch)
         metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
+        if isinstance(batch.data, dict) and "param_version" in batch.data:
+            lag = self.version - np.asarray(batch.data["param_version"], np.int64)
+            metrics["policy_lag_mean"] = float(lag.mean())
+            self.policy_lag = {"mean": metrics["policy_lag_mean"], "max": int(lag.max())}
+            self._lag_max = max(self._lag_max, int(lag.max()))
         published = None
         if (self.steps + k) // self.publish_every > self.steps // self.publish_every:
             published = self._publish_version(self.learner.params(state), self.version + 1)
@@ -117,7 +126,9 @@ class Trainer(Generic[P]):
             if self._sum_count == 0:
                 return None
             means = {name: total / self._sum_count for name, total in self._sums.items()}
-            self._sums, self._sum_count = {}, 0
+            if self._lag_max >= 0:
+                means["policy_lag_max"] = float(self._lag_max)
+            self._sums, self._sum_count, self._lag_max = {}, 0, -1
         return means
 
     def params_hash(self) -> str:

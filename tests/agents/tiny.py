@@ -2,7 +2,8 @@
 
 One-step linear Q-learning with a softmax (Boltzmann) policy. It proves the contract: the
 services load it by module path and train it with no line of theirs written for it, and it uses
-what DQN does not (a policy extra stored with each item, a min-size table, no target network).
+what DQN does not (a policy extra stored with each item, the parameter version that acted, a
+min-size table, no target network).
 docs/agents.md walks through it.
 """
 
@@ -108,6 +109,7 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
             "discount": f32,
             "next_observation": {"dtype": "<f4", "shape": [obs_dim]},
             "log_prob": f32,
+            "param_version": {"dtype": "<i4", "shape": []},  # asks actors for it: policy lag
         },
     }
     return Agent(

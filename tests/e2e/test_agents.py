@@ -49,7 +49,9 @@ def test_an_agent_outside_shared_trains_through_the_services_by_module_path(
         log = (run.run_dir / "logs" / f"{actor}.log").read_text()
         assert f"agent {TINY}" in log, log
     metrics = (run.run_dir / "learner" / "metrics.jsonl").read_text().splitlines()
-    assert "log_prob_mean" in json.loads(metrics[-1])  # the stored extra reached the learner
+    row = json.loads(metrics[-1])
+    assert "log_prob_mean" in row  # the stored extra reached the learner
+    assert 0 <= row["policy_lag_mean"] <= row["policy_lag_max"]  # versions that acted, by item
 
     checkpoint = sorted((run.run_dir / "checkpoints").glob("ckpt-*.msgpack"))[-1]
     saved = codec.decode(checkpoint.read_bytes())

@@ -79,3 +79,15 @@ def test_the_command_leaves_the_same_run_folder_as_the_services(tmp_path: Path) 
          "--agent", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "no module 'shared.agents.nosuch'" in bad.stdout
+
+
+def test_items_carry_the_version_that_acted_when_the_agent_asks(tmp_path: Path) -> None:
+    result = train(
+        "tests.agents.tiny", "CartPole-v1", name="tiny", runs_dir=tmp_path, max_steps=3000,
+        console=Console(quiet=True),
+    )  # fmt: skip
+    assert result.summary["learner_steps"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "tiny" / "learner" / "metrics.jsonl").open()]
+    lags = [(r["policy_lag_max"], r["param_version"]) for r in rows if "policy_lag_max" in r]
+    assert lags and all(0 <= lag <= version for lag, version in lags)
+    assert lags[-1][0] > 0  # a replay table holds items of older versions
