@@ -1,7 +1,7 @@
 """The learner's state and the code that changes it, the same in both homes.
 
 The learner service (``LearnerLoop``: replay over HTTP, an update thread) and the in-process
-runner (``services/launcher/inprocess.py``: the replay table in the same process) both train
+runner (``services/launcher/rounds.py``: the replay table in the same process) both train
 through one ``Trainer``::
 
     trainer = Trainer(experiment, publish=..., checkpointer=...)
