@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
             )
             return EXIT_BAD_OPTIONS
         return _run_in_process(opts, console)
-    from services.launcher.fleet import ServicesRun
+    from services.launcher.services_run import ServicesRun
 
     return asyncio.run(ServicesRun(opts, started_at=STARTED_AT, console=console).execute())
 

@@ -1,6 +1,6 @@
 """``rlfleet run``: what both homes of a run share, whatever runs the agent.
 
-A run trains one experiment either as service processes (``services/launcher/fleet.py``: replay,
+A run trains one experiment either as service processes (``services/launcher/services_run.py``: replay,
 learner, actors, an evaluator, watched over HTTP) or in this process (``--in-process``,
 ``services/launcher/inprocess.py``). Both leave the same run folder ``runs/<name>/``::
 
