@@ -3,13 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench lock clean
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in requirements.lock (what the suite passed with), then rlfleet
+# itself; pyproject.toml keeps the ranges for people who install rlfleet as a library.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +37,13 @@ bench: install
 	$(BIN)/python -m bench.actor
 	$(BIN)/python -m bench.learner_feed
 	$(BIN)/python -m bench.system
+
+# Resolves pyproject.toml's ranges (with the test extra) to today's newest versions.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
