@@ -173,7 +173,8 @@ class Campaign:
             Fault("kill -9 redis-server (appendfsync everysec)", self._redis_fsync("everysec"))
         )
         if self.short:
-            keep = ("kill -9 replay", "kill -9 learner", "SIGSTOP replay", "cut actor-0 <-> replay")
+            keep = ("kill -9 replay", "kill -9 redis-server (appendfsync always)", "SIGSTOP replay")
+            keep += ("cut actor-0 <-> replay",)
             faults = [f for f in faults if f.name.startswith(keep)]
         if not self.network.isolated:
             faults = [f for f in faults if not f.needs_netns]
@@ -196,20 +197,22 @@ class Campaign:
             row.notes.extend(_during(before, during, fault.hold_s))
         await _call(fault.heal)
         healed = obs.now()
-        row.recovery_s = await self._recovered(healed)
+        row.recovery_s = await self.recovered(healed)
         await asyncio.sleep(SETTLE_S)
         window = obs.snapshots[first:]
         row.items_lost = _worst(s.items_lost for s in window)
         row.steps_lost = _worst(s.steps_lost for s in window)
         row.counters = await self.settled_counters()
-        row.versions_monotone = len(obs.ledger.version_regressions) == regressions
+        went_back = obs.ledger.version_regressions[regressions:]
+        row.versions_monotone = not went_back
+        row.notes.extend(f"{who}: version {old} -> {new}" for who, old, new in went_back[:3])
         row.crashes = sum(len(p.crashes()) for p in self.sup.procs.values()) - crashes
         return row
 
-    async def _recovered(self, healed: float) -> float | None:
+    async def recovered(self, healed: float, timeout_s: float = RECOVERY_TIMEOUT_S) -> float | None:
         """Seconds from ``healed`` until every part of the run moves again (None: never)."""
         firsts: dict[str, Any] = {}
-        while self.obs.now() - healed < RECOVERY_TIMEOUT_S:
+        while self.obs.now() - healed < timeout_s:
             snap = await self.obs.next_snapshot()
             if all(self._moved(key, value, firsts) for key, value in _progress(snap).items()):
                 return round(snap.t - healed, 2)

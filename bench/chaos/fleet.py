@@ -92,6 +92,11 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
 
+    def wait(self, timeout_s: float) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout_s)
+
     def kill9(self) -> None:
         self.expected_kills += 1
         self.signal(signal.SIGKILL)
@@ -169,9 +174,7 @@ class Supervisor:
             for p in tier:
                 p.signal(signal.SIGCONT)
                 p.signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-            while any(p.running() for p in tier) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await asyncio.gather(*(asyncio.to_thread(p.wait, grace_s) for p in tier))
             for p in tier:
                 p.signal(signal.SIGKILL)
                 if p.proc is not None:
@@ -191,6 +194,7 @@ class Plan:
     jax_cache_dir: Path | None = None
     token: str = "chaos-token"
     relayed: str | None = "actor-1"  # this actor reaches replay and learner through relays
+    evaluator: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ class RelaySpec:
 def build(plan: Plan, network: Network) -> tuple[list[Proc], list[RelaySpec]]:
     """The processes of ``plan`` (not started) and the relays; hosts are added to ``network``."""
     logs = plan.run_dir / "logs"
-    names = ["redis", "replay", "learner", *[f"actor-{i}" for i in range(plan.actors)], "evaluator"]
+    names = ["redis", "replay", "learner", *[f"actor-{i}" for i in range(plan.actors)]]
+    names += ["evaluator"] if plan.evaluator else []
     for name in names:
         network.add_host(name)
     ports = {"redis": 6379, "replay": 8000, "learner": 8001}
@@ -296,6 +301,8 @@ def build(plan: Plan, network: Network) -> tuple[list[Proc], list[RelaySpec]]:
                 },
             )
         )
+    if not plan.evaluator:
+        return procs, relays
     procs.append(
         service(
             "evaluator",

@@ -69,10 +69,10 @@ class Ledger:
     episodes: dict[int, int] = field(default_factory=dict)
     eval_episodes: dict[int, int] = field(default_factory=dict)
     last_version: int = 0
-    version_regressions: list[tuple[float, int, int]] = field(default_factory=list)
+    version_regressions: list[tuple[str, int, int]] = field(default_factory=list)  # who, old, new
     actor_versions: dict[int, int] = field(default_factory=dict)
 
-    def actor(self, pid: int, status: dict[str, Any], *, evaluation: bool) -> None:
+    def actor(self, name: str, pid: int, status: dict[str, Any], *, evaluation: bool) -> None:
         if evaluation:
             self.eval_episodes[pid] = int(status.get("acknowledged_episodes", 0))
         else:
@@ -82,13 +82,13 @@ class Ledger:
         version = status.get("param_version")
         if version is not None:
             if version < self.actor_versions.get(pid, 0):
-                self.version_regressions.append((time.monotonic(), self.actor_versions[pid], version))
+                self.version_regressions.append((name, self.actor_versions[pid], version))
             self.actor_versions[pid] = int(version)
 
-    def learner(self, t: float, status: dict[str, Any]) -> None:
+    def learner(self, status: dict[str, Any]) -> None:
         version = int(status["param_version"])
         if version < self.last_version:
-            self.version_regressions.append((t, self.last_version, version))
+            self.version_regressions.append(("learner", self.last_version, version))
         self.last_version = max(self.last_version, version)
 
 
@@ -105,6 +105,7 @@ class Observer:
         self.started = time.monotonic()
         self._task: asyncio.Task | None = None
         self._new = asyncio.Event()
+        self._polling = asyncio.Lock()
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -140,6 +141,12 @@ class Observer:
             await asyncio.sleep(max(0.0, POLL_EVERY_S - (time.monotonic() - started)))
 
     async def poll(self) -> Snapshot:
+        """One round: actors, then learner and replay. Rounds never overlap: the ledger takes
+        each incarnation's figures in the order they were read."""
+        async with self._polling:
+            return await self._poll()
+
+    async def _poll(self) -> Snapshot:
         procs = self.supervisor.procs
         actor_names = [n for n in procs if n.startswith("actor") or n == "evaluator"]
         pids = {n: procs[n].pid for n in actor_names}
@@ -147,11 +154,11 @@ class Observer:
         actors = dict(zip(actor_names, statuses, strict=True))
         for name, status in actors.items():
             if status is not None and pids[name] is not None:
-                self.ledger.actor(pids[name], status, evaluation=name == "evaluator")
+                self.ledger.actor(name, pids[name], status, evaluation=name == "evaluator")
         # the sinks after the sources: what an actor saw acknowledged is counted by now
         learner = await self._get(procs["learner"], "/status")
         if learner is not None:
-            self.ledger.learner(self.now(), learner)
+            self.ledger.learner(learner)
             if self.table is None:
                 config = await self._get(procs["learner"], "/config")
                 self.table = next(iter(config["tables"])) if config else None
