@@ -228,31 +228,22 @@ class Campaign:
             return False
         return number > firsts[key][1]
 
-    async def settled_counters(self, attempts: int = 20) -> str:
+    async def settled_counters(self, attempts: int = 40) -> str:
         """Learner's totals against the actors' acknowledged ones, when no report is in flight.
 
         Asks the actors, the learner, the actors again; when no actor's acknowledged figures
         moved in between, the comparison is exact.
         """
-        diff: tuple[int, int, int] | None = None
+        diff: tuple[int, ...] | None = None
         for _ in range(attempts):
-            a = await self.obs.poll()
-            b = await self.obs.poll()
-            if a.learner is None or b.learner is None:
-                await asyncio.sleep(0.2)
+            before = await self.obs.acked_now()
+            learner = await self.obs.learner_status()
+            after = await self.obs.acked_now()
+            if learner is None or before != after:
+                await asyncio.sleep(0.1)
                 continue
-            same = (a.acked_steps, a.acked_episodes, a.acked_eval_episodes) == (
-                b.acked_steps,
-                b.acked_episodes,
-                b.acked_eval_episodes,
-            )
-            if not same:
-                continue
-            diff = (
-                int(a.learner["actor_steps"]) - a.acked_steps,
-                int(a.learner["episodes"]) - a.acked_episodes,
-                int(a.learner["eval_episodes"]) - a.acked_eval_episodes,
-            )
+            held = (learner["actor_steps"], learner["episodes"], learner["eval_episodes"])
+            diff = tuple(int(h) - a for h, a in zip(held, before, strict=True))
             if diff == (0, 0, 0):
                 return "exact"
             await asyncio.sleep(0.3)
