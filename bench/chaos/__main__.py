@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-s", type=float, default=None, help="seconds a fault is held")
     parser.add_argument("--warmup-s", type=float, default=None)
     parser.add_argument("--checkpoint-every-s", type=float, default=30.0)
-    parser.add_argument("--target-return", type=float, default=200.0)
+    parser.add_argument("--target-return", type=float, default=475.0)
     parser.add_argument("--target-timeout-s", type=float, default=None)
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--no-evaluator", action="store_true")

@@ -195,6 +195,9 @@ class Campaign:
         during = obs.snapshots[first:]
         if before is not None and during:
             row.notes.extend(_during(before, during, fault.hold_s))
+            earlier = [x for x in obs.snapshots[:first] if x.t >= before.t - 10.0]
+            if fault.hold_s:
+                row.notes.append(_rates(earlier, during))
         await _call(fault.heal)
         healed = obs.now()
         row.recovery_s = await self.recovered(healed)
@@ -270,6 +273,26 @@ def _progress(snap: Snapshot) -> dict[str, tuple[Any, int] | None]:
         else:
             out[name] = (pid[name], int(status["inserted_items"]))
     return out
+
+
+def _rates(earlier: list[Snapshot], during: list[Snapshot]) -> str:
+    """Each training actor's stored items per second while the fault was held / before it."""
+
+    def rate(snaps: list[Snapshot], name: str) -> str:
+        points = [
+            (s.t, s.actors[name]["inserted_items"], s.pids[name])
+            for s in snaps
+            if s.actors.get(name) is not None
+        ]
+        points = [p for p in points if p[2] == points[-1][2]] if points else []
+        if len(points) < 2 or points[-1][0] <= points[0][0]:
+            return "?"
+        return f"{(points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]):.0f}"
+
+    names = [n for n in during[-1].actors if n.startswith("actor")]
+    return "items/s held/before: " + ", ".join(
+        f"{n} {rate(during, n)}/{rate(earlier, n)}" for n in names
+    )
 
 
 def _worst(values: Any) -> int | None:
