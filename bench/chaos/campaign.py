@@ -201,7 +201,7 @@ class Campaign:
         await _call(fault.heal)
         healed = obs.now()
         row.recovery_s = await self.recovered(healed)
-        await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(SETTLE_S / 4 if self.short else SETTLE_S)
         window = obs.snapshots[first:]
         row.items_lost = _worst(s.items_lost for s in window)
         row.steps_lost = _worst(s.steps_lost for s in window)
