@@ -79,6 +79,7 @@ class Campaign:
         self.hold_s = hold_s
         self.short = short
         self.only = only
+        self._counted: tuple[int, ...] = (0, 0, 0)  # learner - acknowledged, left by earlier rows
 
     # ---- the faults ----------------------------------------------------------------------------
 
@@ -241,9 +242,12 @@ class Campaign:
         """Learner's totals against the actors' acknowledged ones, when no report is in flight.
 
         Asks the actors, the learner, the actors again; when no actor's acknowledged figures
-        moved in between, the comparison is exact.
+        moved in between, the comparison is exact. What this fault changed is shown: the
+        difference left by earlier faults (a killed actor's last, unpolled report) is not
+        counted again.
         """
         diff: tuple[int, ...] | None = None
+        base = self._counted
         for _ in range(attempts):
             before = await self.obs.acked_now()
             learner = await self.obs.learner_status()
@@ -252,12 +256,14 @@ class Campaign:
                 await asyncio.sleep(0.1)
                 continue
             held = (learner["actor_steps"], learner["episodes"], learner["eval_episodes"])
-            diff = tuple(int(h) - a for h, a in zip(held, before, strict=True))
+            total = tuple(int(h) - a for h, a in zip(held, before, strict=True))
+            diff = tuple(t - b for t, b in zip(total, base, strict=True))
             if diff == (0, 0, 0):
                 return "exact"
             await asyncio.sleep(0.3)
         if diff is None:
             return "unsettled"
+        self._counted = tuple(d + b for d, b in zip(diff, base, strict=True))
         return f"learner-acked steps {diff[0]:+d}, episodes {diff[1]:+d}, eval {diff[2]:+d}"
 
 
