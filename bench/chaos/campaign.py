@@ -247,7 +247,7 @@ class Campaign:
         counted again.
         """
         diff: tuple[int, ...] | None = None
-        base = self._counted
+        base, repeats = self._counted, 0
         for _ in range(attempts):
             before = await self.obs.acked_now()
             learner = await self.obs.learner_status()
@@ -257,9 +257,12 @@ class Campaign:
                 continue
             held = (learner["actor_steps"], learner["episodes"], learner["eval_episodes"])
             total = tuple(int(h) - a for h, a in zip(held, before, strict=True))
-            diff = tuple(t - b for t, b in zip(total, base, strict=True))
+            seen, diff = diff, tuple(t - b for t, b in zip(total, base, strict=True))
             if diff == (0, 0, 0):
                 return "exact"
+            repeats = repeats + 1 if diff == seen else 1
+            if repeats >= 3:  # the same settled difference three times: it is there to stay
+                break
             await asyncio.sleep(0.3)
         if diff is None:
             return "unsettled"
