@@ -179,7 +179,9 @@ def decode(data: bytes | bytearray | memoryview, *, max_bytes: int | None = None
         )
     except DecodeError:
         raise
-    except Exception as e:  # ValueError, ExtraData, FormatError, StackError, TypeError...
+    except msgpack.StackError as e:
+        raise DecodeError(f"body is nested deeper than {limits.MAX_DEPTH} levels") from e
+    except Exception as e:  # ValueError, ExtraData, FormatError, TypeError...
         raise DecodeError(f"malformed MessagePack body: {e}") from e
     limits.check_nest(nest)
     return nest

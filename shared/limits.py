@@ -175,7 +175,7 @@ def loads_json(raw: bytes | str) -> Any:
     except RecursionError as e:
         raise DecodeError(f"JSON body is nested deeper than {MAX_DEPTH} levels") from e
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise DecodeError(f"malformed JSON body: {e}") from e
+        raise DecodeError(f"body is not valid JSON: {e}") from e
     check_nest(value, "JSON body")
     return value
 
