@@ -29,10 +29,29 @@ _PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
 _MSGPACK_BODY = {
     "requestBody": {"content": {codec.CONTENT_TYPE: {"schema": {"type": "object"}}}},
 }
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions: the
+    ``#/$defs/...`` pointers mean nothing inside an OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 _TABLE_CONFIG_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TableConfig.model_json_schema()}},
+        "content": {"application/json": {"schema": _inlined(TableConfig.model_json_schema())}},
     }
 }
 
