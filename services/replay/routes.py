@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from services.http import inline_refs
 from services.replay.config import TableConfig
 from services.replay.table import Tables
 from shared import codec, limits
@@ -31,27 +32,10 @@ _MSGPACK_BODY = {
 }
 
 
-def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions: the
-    ``#/$defs/...`` pointers mean nothing inside an OpenAPI document."""
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
-            return {k: inline(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    return inline(schema)
-
-
 _TABLE_CONFIG_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": _inlined(TableConfig.model_json_schema())}},
+        "content": {"application/json": {"schema": inline_refs(TableConfig.model_json_schema())}},
     }
 }
 

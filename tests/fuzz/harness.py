@@ -15,13 +15,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 import numpy as np
 import requests
+import schemathesis
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from schemathesis import GenerationMode
 
 from shared import codec, limits
 
@@ -56,6 +59,37 @@ def fuzz(endpoint: str, strategy: st.SearchStrategy, check: Callable[[Any], int]
     except Exception:
         counts["failures"] += 1
         raise
+
+
+@schemathesis.serializer(codec.CONTENT_TYPE)
+def _msgpack(context: Any, value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def call(case: Any, base_url: str) -> Any:
+    """Sends a schemathesis case; one that MessagePack cannot carry (an int beyond 64 bits) is
+    not a case."""
+    try:
+        return case.call(base_url=base_url, timeout=10)
+    except OverflowError:
+        reject()
+
+
+def operations(openapi: dict[str, Any]) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """Every operation of an OpenAPI schema, with the generation modes worth running: negative
+    cases need a body to break (a free path name or header has no constraint)."""
+    schema = schemathesis.openapi.from_dict(openapi)
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        negative = (GenerationMode.NEGATIVE,) if len(operation.body) else ()
+        yield operation, (GenerationMode.POSITIVE, *negative)
+
+
+def status_ok(response: Any) -> None:
+    """No 5xx, but ``/healthz``'s documented 503 (what the service needs cannot be reached)."""
+    assert response.status_code < 500 or (
+        response.status_code == 503 and urlsplit(str(response.request.url)).path == "/healthz"
+    ), f"{response.status_code}: {response.content[:300]!r}"
 
 
 class LogWatch(logging.Handler):
