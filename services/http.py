@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +38,24 @@ async def send_json_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions, for an
+    ``openapi_extra`` request body: ``#/$defs/...`` pointers mean nothing inside an OpenAPI
+    document (Swagger UI and schemathesis could not read the body's schema)."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 class BearerAuth:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.http import inline_refs
 from services.learner.counters import EpisodeCounters
 from services.learner.loop import LearnerLoop
 from shared import codec, limits
@@ -52,8 +53,12 @@ _EPISODES_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": EpisodeReport.model_json_schema(by_alias=True)},
-            codec.CONTENT_TYPE: {"schema": EpisodeReport.model_json_schema(by_alias=True)},
+            "application/json": {
+                "schema": inline_refs(EpisodeReport.model_json_schema(by_alias=True))
+            },
+            codec.CONTENT_TYPE: {
+                "schema": inline_refs(EpisodeReport.model_json_schema(by_alias=True))
+            },
         },
     }
 }

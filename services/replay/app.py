@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics,
             max_answer_bytes=settings.max_body_bytes,
             max_waiters=settings.max_waiters,
+            max_wait_ms=settings.max_wait_ms,
         )
         try:
             yield

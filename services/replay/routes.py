@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from services.http import inline_refs
 from services.replay.config import TableConfig
 from services.replay.table import Tables
 from shared import codec, limits
@@ -29,10 +30,12 @@ _PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
 _MSGPACK_BODY = {
     "requestBody": {"content": {codec.CONTENT_TYPE: {"schema": {"type": "object"}}}},
 }
+
+
 _TABLE_CONFIG_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TableConfig.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_refs(TableConfig.model_json_schema())}},
     }
 }
 

@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_KEEP_ALIVE_S, LogLevel
+from services.replay.parsing import MAX_TIMEOUT_MS
 from services.replay.table import DEFAULT_MAX_WAITERS
 
 
@@ -29,6 +30,13 @@ class Settings(BaseSettings):
         ge=1,
         description="MAX_WAITERS: requests of each kind (insert, sample) that may wait for one"
         " table's rate limiter; the next is answered 429 at once.",
+    )
+    max_wait_ms: int = Field(
+        default=MAX_TIMEOUT_MS,
+        ge=0,
+        le=MAX_TIMEOUT_MS,
+        description="MAX_WAIT_MS: the longest a request waits for the rate limiter, whatever its"
+        " timeout_ms.",
     )
     body_timeout_s: float = Field(
         default=DEFAULT_BODY_TIMEOUT_S,

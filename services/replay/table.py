@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from services.replay.config import RateLimiterParams, TableConfig
 from services.replay.metrics import ReplayMetrics
 from services.replay.parsing import (
+    MAX_TIMEOUT_MS,
     columns_form,
     items_form,
     keys_of,
@@ -62,11 +63,13 @@ class Tables:
         *,
         max_answer_bytes: int | None = None,
         max_waiters: int = DEFAULT_MAX_WAITERS,
+        max_wait_ms: int = MAX_TIMEOUT_MS,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.max_answer_bytes = max_answer_bytes  # a sample's data is held to the body limit
         self.max_waiters = max_waiters
+        self.max_wait_ms = max_wait_ms  # a longer timeout_ms waits this long
         self._entries: dict[str, _Entry] = {}
         self._stopping = asyncio.Event()
 
@@ -237,6 +240,7 @@ class Tables:
                 raise InvalidRequest(reason)
         op = ("insert", "sample")[which]
         self.metrics.waits.labels(name, op).inc()
+        timeout_ms = min(timeout_ms, self.max_wait_ms)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             watch = self.store.watch(name)  # before the try, so no change slips in between
