@@ -195,10 +195,13 @@ class Campaign:
         during = obs.snapshots[first:]
         if before is not None and during:
             row.notes.extend(_during(before, during, fault.hold_s))
+            earlier = [x for x in obs.snapshots[:first] if x.t >= before.t - 10.0]
+            if fault.hold_s:
+                row.notes.append(_rates(earlier, during))
         await _call(fault.heal)
         healed = obs.now()
         row.recovery_s = await self.recovered(healed)
-        await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(SETTLE_S / 4 if self.short else SETTLE_S)
         window = obs.snapshots[first:]
         row.items_lost = _worst(s.items_lost for s in window)
         row.steps_lost = _worst(s.steps_lost for s in window)
@@ -228,31 +231,22 @@ class Campaign:
             return False
         return number > firsts[key][1]
 
-    async def settled_counters(self, attempts: int = 20) -> str:
+    async def settled_counters(self, attempts: int = 40) -> str:
         """Learner's totals against the actors' acknowledged ones, when no report is in flight.
 
         Asks the actors, the learner, the actors again; when no actor's acknowledged figures
         moved in between, the comparison is exact.
         """
-        diff: tuple[int, int, int] | None = None
+        diff: tuple[int, ...] | None = None
         for _ in range(attempts):
-            a = await self.obs.poll()
-            b = await self.obs.poll()
-            if a.learner is None or b.learner is None:
-                await asyncio.sleep(0.2)
+            before = await self.obs.acked_now()
+            learner = await self.obs.learner_status()
+            after = await self.obs.acked_now()
+            if learner is None or before != after:
+                await asyncio.sleep(0.1)
                 continue
-            same = (a.acked_steps, a.acked_episodes, a.acked_eval_episodes) == (
-                b.acked_steps,
-                b.acked_episodes,
-                b.acked_eval_episodes,
-            )
-            if not same:
-                continue
-            diff = (
-                int(a.learner["actor_steps"]) - a.acked_steps,
-                int(a.learner["episodes"]) - a.acked_episodes,
-                int(a.learner["eval_episodes"]) - a.acked_eval_episodes,
-            )
+            held = (learner["actor_steps"], learner["episodes"], learner["eval_episodes"])
+            diff = tuple(int(h) - a for h, a in zip(held, before, strict=True))
             if diff == (0, 0, 0):
                 return "exact"
             await asyncio.sleep(0.3)
@@ -279,6 +273,26 @@ def _progress(snap: Snapshot) -> dict[str, tuple[Any, int] | None]:
         else:
             out[name] = (pid[name], int(status["inserted_items"]))
     return out
+
+
+def _rates(earlier: list[Snapshot], during: list[Snapshot]) -> str:
+    """Each training actor's stored items per second while the fault was held / before it."""
+
+    def rate(snaps: list[Snapshot], name: str) -> str:
+        points = [
+            (s.t, s.actors[name]["inserted_items"], s.pids[name])
+            for s in snaps
+            if s.actors.get(name) is not None
+        ]
+        points = [p for p in points if p[2] == points[-1][2]] if points else []
+        if len(points) < 2 or points[-1][0] <= points[0][0]:
+            return "?"
+        return f"{(points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]):.0f}"
+
+    names = [n for n in during[-1].actors if n.startswith("actor")]
+    return "items/s held/before: " + ", ".join(
+        f"{n} {rate(during, n)}/{rate(earlier, n)}" for n in names
+    )
 
 
 def _worst(values: Any) -> int | None:

@@ -140,6 +140,27 @@ class Observer:
             self._new.set()
             await asyncio.sleep(max(0.0, POLL_EVERY_S - (time.monotonic() - started)))
 
+    async def acked_now(self) -> tuple[int, int, int]:
+        """(steps, episodes, evaluation episodes) acknowledged, with every live actor asked now."""
+        procs = self.supervisor.procs
+        names = [n for n in procs if n.startswith("actor") or n == "evaluator"]
+        pids = {n: procs[n].pid for n in names}
+        statuses = await asyncio.gather(*(self._get(procs[n], "/status") for n in names))
+        led = self.ledger
+        steps, episodes, evals = dict(led.steps), dict(led.episodes), dict(led.eval_episodes)
+        for name, status in zip(names, statuses, strict=True):
+            if status is None or pids[name] is None:
+                continue
+            if name == "evaluator":
+                evals[pids[name]] = int(status["acknowledged_episodes"])
+            else:
+                steps[pids[name]] = int(status["acknowledged_steps"])
+                episodes[pids[name]] = int(status["acknowledged_episodes"])
+        return sum(steps.values()), sum(episodes.values()), sum(evals.values())
+
+    async def learner_status(self) -> dict[str, Any] | None:
+        return await self._get(self.supervisor.procs["learner"], "/status")
+
     async def poll(self) -> Snapshot:
         """One round: actors, then learner and replay. Rounds never overlap: the ledger takes
         each incarnation's figures in the order they were read."""
