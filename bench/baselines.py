@@ -42,10 +42,14 @@ HEADER = (
 # Targets and budgets per environment, and the published scores to stand beside.
 ENVS = {
     "CartPole-v1": {"target": 475.0, "max_steps": 500_000},
+    "HalfCheetah-v5": {"target": 1442.64, "max_steps": 1_000_000},  # cleanRL PPO's at 1M steps
 }
 REFERENCES = {
     ("dqn", "CartPole-v1"): "cleanRL DQN (`dqn.py`, 500k steps): 498.38 ± 2.29",
     ("ppo", "CartPole-v1"): "cleanRL PPO (`ppo.py`, 500k steps): 490.04 ± 6.12",
+    ("ppo", "HalfCheetah-v5"): (
+        "cleanRL PPO-continuous (`ppo_continuous_action.py`, HalfCheetah-v4, 1M steps): 1442.64"
+    ),
 }
 
 
