@@ -133,7 +133,7 @@ dims = st.integers(0, 3) | st.sampled_from([2**31, 2**40, 2**62, 2**64 - 1])
 shapes = (
     st.lists(dims, max_size=4)
     | st.lists(st.just(1), min_size=30, max_size=100)
-    | st.integers()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.text(max_size=3)
     | st.lists(st.floats(0, 3) | st.booleans() | st.integers(-3, -1), max_size=2)
 )
