@@ -54,7 +54,8 @@ class Stats:
     async def timed(self, kind: str, call: Any) -> None:
         start = time.perf_counter()
         try:
-            outcome = await call or "200"
+            result = await call
+            outcome = result if isinstance(result, str) else "200"  # "304" from the pollers
         except RateLimited:
             outcome = "429"
         except Exception as e:  # any other answer or failure is counted, printed, and fails the run
