@@ -38,6 +38,9 @@ class PPOConfig:
     """Weight of the value loss."""
     entropy_cost: float = 0.01
     """Weight of the entropy bonus."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this in the learner: a fixed stand-in for cleanRL's running
+    return normalization, for tasks whose returns run to the thousands (MuJoCo)."""
     normalize_advantages: bool = True
     """Advantages are normalized per minibatch (mean 0, std 1)."""
     normalize_observations: bool = False
@@ -91,6 +94,7 @@ class PPOConfig:
             "discount and gae_lambda must be in [0, 1]": 0 <= self.discount <= 1
             and 0 <= self.gae_lambda <= 1,
             "clip_epsilon must be > 0": self.clip_epsilon > 0,
+            "reward_scale must be > 0": self.reward_scale > 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "learning_rate_decay_steps must be >= 0": self.learning_rate_decay_steps >= 0,
             "hidden_sizes must be positive ints": all(
