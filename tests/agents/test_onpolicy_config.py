@@ -30,8 +30,10 @@ def test_a_queue_too_small_for_an_insert_and_a_batch_is_refused_as_a_deadlock(ag
 def test_impala_refuses_box_actions_and_ppo_takes_them() -> None:
     with pytest.raises(ExperimentError, match="impala needs Discrete actions"):
         build_experiment("impala", "Pendulum-v1")
-    (table,) = build_experiment("ppo", "Pendulum-v1").tables.values()
-    assert table.signature["raw_action"]["shape"] == [33, 1]  # the sample log_prob belongs to
+    experiment = build_experiment("ppo", "Pendulum-v1")
+    (table,) = experiment.tables.values()
+    length = experiment.config.unroll_length + 1
+    assert table.signature["raw_action"]["shape"] == [length, 1]  # the sample log_prob is of
 
 
 def test_bad_configs_are_refused_with_the_reason() -> None:

@@ -74,7 +74,8 @@ def make_learner(config: PPOConfig, network: Network) -> Learner:
         x = observe(published(state.params, stats), data["observation"], normalized)  # (B, L, ..)
         steps = transitions(data, config.discount)  # (B, T)
         _, values = network.apply(state.params, x)  # (B, L)
-        advantages = gae(values, steps.reward, steps.discount, steps.valid, config.gae_lambda)
+        reward = steps.reward * config.reward_scale
+        advantages = gae(values, reward, steps.discount, steps.valid, config.gae_lambda)
 
         def flat(a):  # (B, T, ...) -> (B * T, ...)
             return a.reshape(-1, *a.shape[2:])
