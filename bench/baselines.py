@@ -42,10 +42,14 @@ HEADER = (
 # Targets and budgets per environment, and the published scores to stand beside.
 ENVS = {
     "CartPole-v1": {"target": 475.0, "max_steps": 500_000},
+    "Pendulum-v1": {"target": -200.0, "max_steps": 60_000},
+    "HalfCheetah-v5": {"target": 9_000.0, "max_steps": 1_000_000},
 }
 REFERENCES = {
     ("dqn", "CartPole-v1"): "cleanRL DQN (`dqn.py`, 500k steps): 498.38 ± 2.29",
     ("ppo", "CartPole-v1"): "cleanRL PPO (`ppo.py`, 500k steps): 490.04 ± 6.12",
+    ("sac", "HalfCheetah-v5"): "cleanRL SAC (`sac_continuous_action.py`, 1M steps): 9634.89",
+    ("td3", "HalfCheetah-v5"): "cleanRL TD3 (`td3_continuous_action_jax.py`, 1M steps): 9345.93",
 }
 
 
