@@ -18,6 +18,7 @@ from rich.console import Console
 
 from services.experiment import build_experiment
 from services.launcher.inprocess import train
+from services.launcher.run import ResumeError, resumed_options
 from shared import codec
 from shared.interfaces import Placement
 from tests.e2e.test_launcher import Launcher, alive_in_groups
@@ -97,3 +98,15 @@ def test_both_train_pendulum_in_one_process_and_td3_resumes(tmp_path: Path, agen
     again = run(1000)  # the same folder: the checkpoint is carried on
     assert again.summary["learner_steps"] > first.summary["learner_steps"]
     assert again.summary["env_steps"] >= 1000
+
+
+def test_resume_refuses_a_folder_it_cannot_carry_on(tmp_path: Path) -> None:
+    from services.launcher.cli import main
+
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text(json.dumps({"launcher": {}}))
+    with pytest.raises(ResumeError, match="holds no checkpoint to resume from"):
+        resumed_options(tmp_path / "empty")
+    # a fresh run into an existing folder is still refused, and told of --resume
+    assert main(["run", "--runs-dir", str(tmp_path), "--name", "empty", "--in-process"]) == 2
