@@ -136,8 +136,9 @@ class OffPolicyConfig:
     """Per-step discount gamma; an n-step item carries gamma**m (0 at termination)."""
     n_step: int = 1
     """Steps summed into one replay item by the actors' adder (1: the papers' agents)."""
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """Widths of the ReLU layers of the policy and of each critic."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the ReLU layers of the policy and of each critic (MuJoCo: the papers' 256, 256;
+    Pendulum learns as fast with 64, 64 at a fraction of the update's cost)."""
     tau: float = 0.005
     """Polyak rate of the target networks: target <- tau * online + (1 - tau) * target."""
     batch_size: int = 256
@@ -153,7 +154,7 @@ class OffPolicyConfig:
     updates_per_step: float = 1.0
     """SGD steps per env step (the update-to-data ratio): samples_per_insert = this * batch_size,
     held by the replay's rate limiter whichever side runs ahead."""
-    error_buffer_steps: float = 500.0
+    error_buffer_steps: float = 100.0
     """Rate limiter slack, in env steps (inserted items) the actors may run ahead of or behind
     the ratio; times samples_per_insert it is the table's error_buffer in sampled items."""
     random_steps: int = 1_000
