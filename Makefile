@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: install run test lint format bench chaos load lock clean
+.PHONY: install run test fuzz lint format bench chaos load lock clean
 
 # Installs exactly the versions in requirements.lock (what the suite passed with), then rlfleet
 # itself; pyproject.toml keeps the ranges for people who install rlfleet as a library.
@@ -25,6 +25,14 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# The fuzz tests (tests/fuzz and the learner's) with a long budget; `make test` runs them with
+# FUZZ_EXAMPLES=8. The counts per endpoint are printed at the end and written to runs/fuzz.json.
+FUZZ_EXAMPLES ?= 200
+fuzz: install
+	mkdir -p runs
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=runs/fuzz.json $(BIN)/python -m pytest -q -p no:warnings \
+		tests/fuzz tests/learner/test_routes.py::test_fuzz_every_endpoint
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

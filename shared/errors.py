@@ -10,6 +10,7 @@
         ├── Conflict            409: a table exists with a different config
         ├── RateLimited         429: the rate limiter did not admit the request before its timeout
         ├── ServiceUnavailable  503 / other 5xx: the service or what it depends on is down
+        │   └── InsufficientStorage 507: the replay has no memory left for what was asked
         └── ConnectionFailed    the service could not be reached at all (after retries)
 
 Callers catch by type, never by matching message strings.
@@ -70,6 +71,12 @@ class RateLimited(ServiceError):
 
 class ServiceUnavailable(ServiceError):
     status_code = 503
+
+
+class InsufficientStorage(ServiceUnavailable):
+    """The replay could not allocate a table's arrays; nothing was stored."""
+
+    status_code = 507
 
 
 class ConnectionFailed(ServiceError):
