@@ -152,14 +152,14 @@ def _line(row: Row) -> str:
 def table(summary: dict[str, Any]) -> str:
     lines = [
         "| fault | acked items lost | acked steps lost | counters after recovery |"
-        " versions monotone | recovery s | crashes | stored twice | notes |",
-        "|---|---:|---:|---|---|---:|---:|---:|---|",
+        " versions monotone | recovery s | crashes | notes |",
+        "|---|---:|---:|---|---|---:|---:|---|",
     ]
     for r in summary["rows"]:
         lines.append(
             f"| {r['fault']} | {r['items_lost']} | {r['steps_lost']} | {r['counters']} |"
             f" {'yes' if r['versions_monotone'] else 'NO'} | {r['recovery_s']} | {r['crashes']} |"
-            f" {r.get('extra_inserts')} | {r['notes']} |"
+            f" {r['notes']} |"
         )
     load = ", ".join(f"{x:.2f}" for x in summary["load"])
     lines += [

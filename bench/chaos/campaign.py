@@ -45,7 +45,9 @@ class Row:
     versions_monotone: bool = True
     recovery_s: float | None = None
     crashes: int = 0
-    extra_inserts: int | None = None  # stored twice (an answer lost, the insert sent again)
+    # stored minus acknowledged over the window: duplicates, within the items in flight at its
+    # two ends (hundreds under load, so only the run's total is printed)
+    extra_inserts: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
