@@ -317,7 +317,10 @@ def _extra(before: Snapshot | None, window: list[Snapshot]) -> int | None:
     in flight at its two ends, a few hundred at most)."""
     if before is None or before.table is None or not window:
         return None
-    surplus = lambda s: int(s.table["num_inserts"]) - s.acked_items  # noqa: E731
+
+    def surplus(s: Snapshot) -> int:
+        return int(s.table["num_inserts"]) - s.acked_items
+
     return surplus(window[-1]) - surplus(before)
 
 

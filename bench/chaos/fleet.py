@@ -41,7 +41,7 @@ EXPERIMENT = {  # docker-compose.yml's x-experiment
         }
     ),
 }
-RESTART_BACKOFF_S = (0.1, 10.0)  # Docker: 100 ms doubling, at most ... (we cap it at 10 s)
+RESTART_BACKOFF_S = (0.1, 10.0)  # Docker's first delay, doubling; capped here at 10 s
 RESET_AFTER_S = 10.0
 
 
@@ -216,8 +216,13 @@ def build(plan: Plan, network: Network) -> tuple[list[Proc], list[RelaySpec]]:
     ports = {"redis": 6379, "replay": 8000, "learner": 8001}
     if not network.isolated:  # all on loopback: ports must differ
         ports = {name: free_port() for name in names}
-    port = lambda name: ports.get(name, 8002)  # noqa: E731
-    url = lambda name: f"http://{network.address(name)}:{port(name)}"  # noqa: E731
+
+    def port(name: str) -> int:
+        return ports.get(name, 8002)  # every actor listens on compose's 8002 in its own host
+
+    def url(name: str) -> str:
+        return f"http://{network.address(name)}:{port(name)}"
+
     common = {"LOG_LEVEL": "info", "RLFLEET_TOKEN": plan.token}
     if plan.jax_cache_dir is not None:
         common.update(jax_cache_env(plan.jax_cache_dir.resolve()))
