@@ -31,7 +31,7 @@ test: install
 FUZZ_EXAMPLES ?= 200
 fuzz: install
 	mkdir -p runs
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=runs/fuzz.json $(BIN)/python -m pytest -q -p no:warnings \
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=runs/fuzz.json $(BIN)/python -m pytest -q -p no:warnings --timeout=3600 \
 		tests/fuzz tests/learner/test_routes.py::test_fuzz_every_endpoint
 
 lint: install

@@ -91,6 +91,7 @@ _BY_STATUS: dict[int, type[ServiceError]] = {
     413: PayloadTooLarge,
     422: InvalidRequest,
     429: RateLimited,
+    507: InsufficientStorage,
 }
 
 

@@ -61,10 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_exception_handler(redis.exceptions.ConnectionError, _store_down)
         app.add_exception_handler(redis.exceptions.TimeoutError, _store_down)
-    app.add_middleware(Guard, metrics=metrics)
     app.add_middleware(
         BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(Guard, metrics=metrics)  # the latency includes reading the body
     app.add_middleware(BearerAuth, token=settings.token)  # outermost: runs first
     return app
 

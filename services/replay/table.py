@@ -258,7 +258,6 @@ class Tables:
             if self._stopping.is_set():
                 raise ServiceUnavailable("the replay service is shutting down; retry elsewhere")
             if entry.waiting[which] >= self.max_waiters:
-                self.metrics.timeouts.labels(name, op).inc()
                 raise RateLimited(
                     f"{self.max_waiters} {op} requests are already waiting for the rate limiter of"
                     f" table {name!r} (MAX_WAITERS); nothing was"
