@@ -82,6 +82,8 @@ def run_seed(args: argparse.Namespace, seed: int, runs_dir: Path, stamp: str) ->
         command.append("--in-process")
     if args.until_target:
         command += ["--until-return", str(args.target)]
+    if args.no_evaluator:
+        command.append("--no-evaluator")
     with open(runs_dir / f"{name}.out", "wb") as out:
         subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     summary = json.loads((runs_dir / name / "summary.json").read_text())
@@ -129,6 +131,7 @@ def sections(args: argparse.Namespace, results: list[SeedResult], host: str) -> 
         f"python -m bench.baselines --agent {args.agent} --env {args.env} --seeds"
         f" {' '.join(map(str, args.seeds))} --home {args.home}"
         + (" --until-target" if args.until_target else "")
+        + (" --no-evaluator" if args.no_evaluator else "")
         + (f" --agent-config '{args.agent_config}'" if args.agent_config != "{}" else "")
     )
     summary = Section(
@@ -179,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, help="return to reach (default: per env)")
     parser.add_argument("--until-target", action="store_true", help="stop each seed at it")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument(
+        "--no-evaluator",
+        action="store_true",
+        help="run no evaluator service beside training (the evaluation return is played"
+        " afterwards from the final checkpoint either way)",
+    )
     parser.add_argument("--agent-config", default="{}", help="JSON overrides of the config")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "baselines")
