@@ -14,7 +14,8 @@ policy and two critics of 256x256, batch 256. Variants:
 Every variant prints wall and CPU ms per SGD step (one batch of 256) on one XLA thread, and its
 ratios to ``separate`` measured in the same run (on a loaded machine the process waits for a
 core, and CPU ms are the steadier figure); the first line gives the machine's load. The XLA
-cost analysis of one step (flops) over its CPU time gives the arithmetic rate reached.
+cost analysis of one step (flops) over its CPU time gives the arithmetic rate reached (k=1 only:
+XLA counts a scan's body once).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def child(spec: dict, seconds: float, obs_dim: int, action_dim: int) -> dict:
     compiled = learner.update.lower(state, batch).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    flops = float((cost or {}).get("flops", 0.0)) / spec["k"]
+    # XLA counts a scan's body once whatever its length: the k=1 variants give flops per step
+    flops = float((cost or {}).get("flops", 0.0)) if spec["k"] == 1 else 0.0
     for _ in range(3):
         state, _, _ = learner.update(state, batch)
     jax.block_until_ready(state)
@@ -138,10 +140,10 @@ def main() -> None:
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
         base, base_cpu = base or r["ms"], base_cpu or r["cpu_ms"]
-        gflops = r["flops"] / (r["cpu_ms"] * 1e6) if r["flops"] else float("nan")
+        gflops = f"{r['flops'] / (r['cpu_ms'] * 1e6):.1f}" if r["flops"] else "-"
         ratios = f"{base / r['ms']:.2f}x, {base_cpu / r['cpu_ms']:.2f}x"
         print(
-            f"{name:<30} {r['ms']:>8.2f} {r['cpu_ms']:>11.2f} {ratios:>24} {gflops:>13.2f}",
+            f"{name:<30} {r['ms']:>8.2f} {r['cpu_ms']:>11.2f} {ratios:>24} {gflops:>13}",
             flush=True,
         )
     print(f"load={os.getloadavg()[0]:.1f} at end; vs separate = its ms/step over this one's")
