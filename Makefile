@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: install run test fuzz lint format bench lock clean
+.PHONY: install run test fuzz lint format bench chaos load lock clean
 
 # Installs exactly the versions in requirements.lock (what the suite passed with), then rlfleet
 # itself; pyproject.toml keeps the ranges for people who install rlfleet as a library.
@@ -45,6 +45,14 @@ bench: install
 	$(BIN)/python -m bench.actor
 	$(BIN)/python -m bench.learner_feed
 	$(BIN)/python -m bench.system
+
+# A training run under faults (kill -9, redis restart, SIGSTOP, cut links, latency, loss):
+# docs/reliability.md. Network faults need root (network namespaces); without, they are skipped.
+chaos: install
+	$(BIN)/python -m bench.chaos
+
+load: install
+	$(BIN)/python -m bench.load
 
 # Resolves pyproject.toml's ranges (with the test extra) to today's newest versions.
 lock:

@@ -2,10 +2,12 @@
 
     python -m bench.learner_feed [--batch-size 128] [--seconds 10] [--prefetch 3]
                                  [--batches-per-sample 1 4 8]
+    python -m bench.learner_feed --agent sac --env Pendulum-v1 --batch-size 256 \
+        --agent-config '{"hidden_sizes": [256, 256]}' --batches-per-sample 1 4
 
 Both sides run the learner's own ``LearnerLoop`` (sampler tasks, prefetch, the update thread,
 publishing every ``publish_every`` updates) on the same jitted DQN update, in this process, in
-the same run; only where the batches come from differs:
+the same run (any agent: DQN on CartPole by default); only where the batches come from differs:
   in-process  ``ArrayReplay``: batches gathered from numpy arrays in this process (uniform
               indices), no socket, no encoding;
   fed         ``ReplayClient``: a real replay service process (memory storage) on a loopback
@@ -24,6 +26,7 @@ configure_process()  # as every service does: one XLA thread, inline JAX dispatc
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -38,19 +41,26 @@ from services.learner.loop import LearnerLoop
 from shared.clients import ReplayClient, SampleBatch, make_http_client
 from tests.support import ServiceProcess
 
-OBS_DIM, NUM_ACTIONS = 4, 2
 WARMUP_STEPS = 50
 
 
-def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_data(experiment: Experiment, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` items of the sampled table's signature: actions from the env's action space,
+    discounts 0.97, every other field standard normal."""
     rng = np.random.default_rng(seed)
-    return {
-        "observation": rng.normal(size=(n, OBS_DIM)).astype(np.float32),
-        "action": rng.integers(0, NUM_ACTIONS, size=n).astype(np.int32),
-        "reward": rng.normal(size=n).astype(np.float32),
-        "discount": np.full(n, 0.97, np.float32),
-        "next_observation": rng.normal(size=(n, OBS_DIM)).astype(np.float32),
-    }
+    space = experiment.spec.action_space
+    space.seed(seed)
+    signature = experiment.agent.tables[experiment.agent.learner.table]["signature"]
+    data = {}
+    for name, spec in signature.items():
+        shape, dtype = (n, *spec["shape"]), np.dtype(spec["dtype"])
+        if name == "action":
+            data[name] = np.stack([space.sample() for _ in range(n)]).astype(dtype)
+        elif name == "discount":
+            data[name] = np.full(shape, 0.97, dtype)
+        else:
+            data[name] = rng.normal(size=shape).astype(dtype)
+    return data
 
 
 class ArrayReplay:
@@ -139,10 +149,15 @@ async def fed_rate(
         return await measure(replay, experiment, *args, sampler_process=True)
 
 
-def experiment_for(batch_size: int, k: int, size: int) -> Experiment:
-    """DQN on CartPole with one table of ``size`` items that never rate-limits sampling."""
+def experiment_for(
+    agent_name: str, env_id: str, overrides: dict[str, Any], batch_size: int, k: int, size: int
+) -> Experiment:
+    """The agent with one table of ``size`` items that never rate-limits sampling."""
     experiment = build_experiment(
-        "dqn", "CartPole-v1", overrides={"batch_size": batch_size}, batches_per_sample=k
+        agent_name,
+        env_id,
+        overrides={**overrides, "batch_size": batch_size},
+        batches_per_sample=k,
     )
     agent = experiment.agent
     name = agent.learner.table
@@ -165,11 +180,14 @@ def main() -> None:
         "--batches-per-sample", type=int, nargs="+", default=[1, 4, 8], help="k values to compare"
     )
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--agent", default="dqn")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--agent-config", type=json.loads, default={}, help="JSON overrides")
     args = parser.parse_args()
 
-    data = make_data(args.items)
     print(
-        f"XLA_FLAGS={os.environ['XLA_FLAGS']!r} batch_size={args.batch_size}"
+        f"{args.agent} on {args.env} {json.dumps(args.agent_config)}"
+        f" XLA_FLAGS={os.environ['XLA_FLAGS']!r} batch_size={args.batch_size}"
         f" prefetch={args.prefetch} cores={os.cpu_count()} load={os.getloadavg()[0]:.1f}"
     )
     print(
@@ -178,7 +196,10 @@ def main() -> None:
     )
     with ServiceProcess("replay", {"LOG_LEVEL": "warning"}) as replay:
         for k in args.batches_per_sample:
-            experiment = experiment_for(args.batch_size, k, args.items)
+            experiment = experiment_for(
+                args.agent, args.env, args.agent_config, args.batch_size, k, args.items
+            )
+            data = make_data(experiment, args.items)
             local = ArrayReplay(data)
             before = asyncio.run(measure(local, experiment, args.seconds / 2, args.prefetch))
             fed = asyncio.run(fed_rate(replay.url, data, experiment, args.seconds, args.prefetch))

@@ -3,6 +3,7 @@
 rlfleet run --actors 2 --until-return 475      # DQN on CartPole-v1 until solved, as services
 rlfleet run --in-process --until-return 475    # the same agent in this process, reproducibly
 rlfleet run --agent mylab.agents.my_dqn ...     # any agent module (shared/interfaces.py)
+rlfleet run --resume runs/<name>               # carry on an interrupted run from its checkpoint
 rlfleet status http://127.0.0.1:8001           # a service's /status
 rlfleet eval runs/<name>/checkpoints/ckpt-000000012000.msgpack --episodes 10
 """
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         " their progress and stop on a target return, a step or time limit, or Ctrl-C.",
     )
     run.add_argument("--name", help="run folder name under --runs-dir (default: a timestamp)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="carry on the run in RUN_DIR from its newest checkpoint, with its saved options"
+        " (agent, env, config, seed, home, actors); --until-return, --target-return,"
+        " --max-steps and --max-seconds given here replace the saved ones",
+    )
     run.add_argument(
         "--agent",
         default="dqn",
@@ -196,7 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
     from services.launcher.processes import default_jax_cache_dir
-    from services.launcher.run import EXIT_BAD_OPTIONS, RunOptions
+    from services.launcher.run import EXIT_BAD_OPTIONS, ResumeError, RunOptions, resumed_options
+
+    if args.resume is not None:
+        try:
+            saved = resumed_options(args.resume)
+        except ResumeError as e:
+            console.print(f"[red]cannot resume:[/red] {e}", highlight=False)
+            return EXIT_BAD_OPTIONS
+        for option in ("until_return", "target_return", "max_steps", "max_seconds"):
+            if getattr(args, option) is None:
+                setattr(args, option, saved.get(option))
+        for option in ("agent", "in_process", "actors", "num_envs", "evaluator", "seed"):
+            setattr(args, option, saved[option])
+        args.env_id, args.agent_config = saved["env_id"], saved["agent_config"]
+        args.checkpoint_every = args.checkpoint_every or saved.get("checkpoint_every_s")
+        args.name, args.runs_dir = args.resume.name, args.resume.parent
 
     name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
     extra_env: dict[str, dict[str, str]] = {}
@@ -226,8 +250,11 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
         extra_env=extra_env,
         jax_cache_dir=None if args.no_jax_cache else args.jax_cache_dir or default_jax_cache_dir(),
     )
-    if opts.run_dir.exists() and any(opts.run_dir.iterdir()):
-        console.print(f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name")
+    if args.resume is None and opts.run_dir.exists() and any(opts.run_dir.iterdir()):
+        console.print(
+            f"[red]{opts.run_dir} already exists and is not empty;[/red] pick --name, or"
+            f" --resume {opts.run_dir} to carry it on"
+        )
         return 2
     if opts.in_process:
         if opts.redis_url or opts.extra_env:

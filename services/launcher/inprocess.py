@@ -205,7 +205,8 @@ def train(
 
     ``options`` are ``RunOptions`` fields (``seed``, ``actors``, ``num_envs``, ``agent_config``,
     ``until_return``, ``target_return``, ``max_steps``, ``max_seconds``, ``evaluator``,
-    ``checkpoint_every_s``). The run folder is ``runs_dir/name`` (default: a timestamp).
+    ``checkpoint_every_s``). The run folder is ``runs_dir/name`` (default: a timestamp); one
+    that holds checkpoints is resumed from the newest (``rlfleet run --resume``).
     """
     from datetime import datetime
 

@@ -157,9 +157,12 @@ class ProgressLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "w", newline="")  # noqa: SIM115 - kept open for the whole run
+        fresh = not path.exists() or path.stat().st_size == 0
+        # appended to: a resumed run's rows follow the old ones (its wall_s start again at 0)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
         self._writer = csv.writer(self._file)
-        self._writer.writerow(PROGRESS_COLUMNS)
+        if fresh:
+            self._writer.writerow(PROGRESS_COLUMNS)
 
     def record(self, s: Snapshot) -> None:
         if s.learner is None:

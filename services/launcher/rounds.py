@@ -80,8 +80,8 @@ class OneProcess:
         self.trainer: Trainer[Params] = Trainer(
             experiment, publish=lambda version, params: params, checkpointer=checkpointer
         )
-        self.trainer.publish()
         self.counters = EpisodeCounters()
+        self.trainer.resume(self.counters)  # the newest checkpoint of the run folder, if any
         seeds = np.random.SeedSequence(opts.seed).spawn(len(experiment.tables))
         self.tables = {
             name: MemoryTable(config, np.random.default_rng(seed))

@@ -88,6 +88,22 @@ class RunOptions:
         return out
 
 
+class ResumeError(ValueError):
+    """A run folder that cannot be carried on; the message says why."""
+
+
+def resumed_options(run_dir: Path) -> dict[str, Any]:
+    """The launcher options saved in ``run_dir/config.json``, once checked that ``run_dir``
+    holds a checkpoint to resume from (the learner, in either home, restores the newest one)."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["launcher"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ResumeError(f"{run_dir} is not a run folder with a config.json ({e})") from e
+    if not any((run_dir / "checkpoints").glob("ckpt-*.msgpack")):
+        raise ResumeError(f"{run_dir}/checkpoints holds no checkpoint to resume from")
+    return saved
+
+
 def actor_seed(seed: int, index: int) -> int:
     """The environment and policy seed of training actor ``index`` of a run seeded ``seed``."""
     return seed * 1000 + 1 + index
@@ -141,6 +157,7 @@ class Watch:
         return time.monotonic() - self.started_at
 
     def open(self) -> None:
+        """Creates the run folder (a resumed run's progress.csv goes on after its old rows)."""
         self.opts.run_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
         self._progress = ProgressLog(self.opts.run_dir / "progress.csv")

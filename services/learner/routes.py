@@ -93,9 +93,9 @@ def _matches(if_none_match: str, etag: str) -> bool:
 @router.post(
     "/episodes", summary="Actors report steps and finished episodes", openapi_extra=_EPISODES_BODY
 )
-async def post_episodes(request: Request, counters: Counters) -> dict[str, Any]:
+async def post_episodes(request: Request, loop: Loop, counters: Counters) -> dict[str, Any]:
     report = await _read_report(request)
-    counters.report(
+    await loop.reports.record(
         report.actor_id,
         report.steps,
         [e.return_ for e in report.episodes],
