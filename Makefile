@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The fuzz tests (tests/fuzz and the learner's) with a long budget; `make test` runs them with
-# FUZZ_EXAMPLES=8. The counts per endpoint are printed at the end and written to runs/fuzz.json.
+# FUZZ_EXAMPLES=6. The counts per endpoint are printed at the end and written to runs/fuzz.json.
 FUZZ_EXAMPLES ?= 200
 fuzz: install
 	mkdir -p runs

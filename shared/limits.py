@@ -106,7 +106,8 @@ def key_problem(key: Any) -> str | None:
 
 def check_nest(nest: Any, what: str = "body") -> None:
     """Refuses a nest deeper than MAX_DEPTH or with a map key that is not allowed. Iterative: a
-    deep nest cannot exhaust the stack here."""
+    deep nest cannot exhaust the stack here; a list of plain values (keys, priorities) is passed
+    over in C (``isdisjoint`` on the types of its elements), not element by element."""
     stack = [(nest, 1)]
     while stack:
         node, depth = stack.pop()
@@ -122,7 +123,11 @@ def check_nest(nest: Any, what: str = "body") -> None:
             continue
         if depth > MAX_DEPTH:
             raise DecodeError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        if not _CONTAINERS.isdisjoint(map(type, children)):
+            stack.extend((c, depth + 1) for c in children if type(c) in _CONTAINERS)
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def check_leaves(count: int, what: str) -> None:

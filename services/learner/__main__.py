@@ -6,22 +6,21 @@ app could not start (e.g. an unreadable checkpoint); the reason is printed to st
 
 from __future__ import annotations
 
-from shared.runtime import configure_environment, configure_process
+from shared.runtime import configure_process
 
-# Before anything imports jax: malloc thresholds and one XLA compute thread (the learner shares its
-# cores with replay and actors; measured in docs/learner.md). Set XLA_FLAGS to override.
-configure_environment()
+# Before jax is imported: malloc thresholds and one XLA compute thread (the learner shares its
+# cores with replay and actors; measured in docs/learner.md). Set XLA_FLAGS to override. Unlike
+# the actor, the learner cannot check its settings first: checking the experiment imports the
+# agent, and so JAX, which must find its configuration set.
+configure_process()
 
+from services.learner.app import create_app
 from services.learner.settings import LearnerSettings
 from services.serve import load_settings, serve
 
 
 def main() -> None:
-    # A bad variable stops here, before JAX is imported; checking the experiment imports the agent.
     settings = load_settings("learner", LearnerSettings)
-    configure_process()
-    from services.learner.app import create_app
-
     serve("learner", create_app(settings), settings, graceful_shutdown_s=10)
 
 

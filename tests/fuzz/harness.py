@@ -1,6 +1,6 @@
 """What every fuzz test shares: the budget, the counts, the log watch, adversarial bodies.
 
-``FUZZ_EXAMPLES`` (default 8) is the number of cases per endpoint and strategy; ``make fuzz``
+``FUZZ_EXAMPLES`` (default 6) is the number of cases per endpoint and strategy; ``make fuzz``
 raises it. Every case is counted per endpoint (``COUNTS``) and the counts are printed at the end
 of the session (tests/fuzz/conftest.py), with the failures.
 """
@@ -28,7 +28,7 @@ from schemathesis import GenerationMode
 
 from shared import codec, limits
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 COUNTS: dict[str, Counter] = {}
 
 
