@@ -43,7 +43,7 @@ def test_trains_through_the_services_from_a_queue_table(tmp_path: Path, agent: s
     assert summary["stop_reason"] == "max-steps"
     # each update consumed batch_size unrolls of unroll_length steps, each unroll once
     consumed = summary["learner_steps"] * config["batch_size"] * config["unroll_length"]
-    assert summary["learner_steps"] >= 100 and consumed <= summary["env_steps"]
+    assert summary["learner_steps"] >= 200 and consumed <= summary["env_steps"]
     table = json.loads((run.run_dir / "config.json").read_text())["experiment"]["tables"]
     assert table[f"{agent}_unrolls"]["rate_limiter"]["kind"] == "queue"
     rows = [
@@ -62,7 +62,7 @@ def _train(tmp_path: Path, agent: str, name: str, env_id: str = "CartPole-v1", *
 
 def test_impala_in_process_gives_the_same_run_for_the_same_seed(tmp_path: Path) -> None:
     first, again = _train(tmp_path, "impala", "a"), _train(tmp_path, "impala", "b")
-    assert first.summary["learner_steps"] >= 100
+    assert first.summary["learner_steps"] >= 200
     assert first.episodes == again.episodes and first.params_hash == again.params_hash
 
 
@@ -70,7 +70,7 @@ def test_ppo_in_process_on_box_actions_normalizes_by_the_published_statistics(
     tmp_path: Path,
 ) -> None:
     result = _train(tmp_path, "ppo", "box", "Pendulum-v1", normalize_observations=True)
-    assert result.summary["learner_steps"] >= 100
+    assert result.summary["learner_steps"] >= 200
     params = result.params
     assert set(params) == {"network", "obs_mean", "obs_var"}
     # Pendulum's observation is (cos, sin, angular velocity): the statistics moved off 0 and 1
