@@ -1,7 +1,7 @@
 """Where one SAC update's time goes, and what cuts it: critics fused or not, batches per call,
 XLA flags. Each variant runs in its own process (XLA_FLAGS are read once, at JAX's start).
 
-    python -m bench.sac_update [--seconds 5] [--obs-dim 17] [--action-dim 6]
+    python -m bench.sac_update [--seconds 5] [--obs-dim 17] [--action-dim 6] [--variants 0 1 2]
 
 The update is the learner's own (shared/agents/sac/learning.py) at HalfCheetah's sizes: a
 policy and two critics of 256x256, batch 256. Variants:
@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed per variant")
     parser.add_argument("--obs-dim", type=int, default=17, help="HalfCheetah: 17")
     parser.add_argument("--action-dim", type=int, default=6, help="HalfCheetah: 6")
+    parser.add_argument(
+        "--variants", nargs="+", type=int, help="indices into VARIANTS (default: all; 0 first)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -126,7 +129,8 @@ def main() -> None:
         f" {'GFLOP/s (cpu)':>13}"
     )
     base = base_cpu = None
-    for name, spec in VARIANTS:
+    chosen = [VARIANTS[i] for i in args.variants] if args.variants else VARIANTS
+    for name, spec in chosen:
         env = {**os.environ, "XLA_FLAGS": f"{SINGLE} {spec['flags']}".strip()}
         done = subprocess.run(
             [sys.executable, "-m", "bench.sac_update", "--child", json.dumps(spec),
