@@ -1,6 +1,6 @@
 """IMPALA's throughput through the services with 1, 2 and 4 actors, and a model for N cores.
 
-    python -m bench.onpolicy [--actors 1 2 4] [--seconds 40] [--agent impala]   # docs/benchmarks.md
+    python -m bench.onpolicy [--actors 1 2 4] [--seconds 120] [--agent impala]   # docs/benchmarks.md
 
 Part 1, the system: for each actor count, one ``rlfleet run --agent impala --actors N
 --max-seconds S --no-evaluator`` (replay, learner with its sampler process, N actors: real
@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agent", default="impala")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seconds", type=float, default=40.0, help="per actor count")
+    parser.add_argument(
+        "--seconds", type=float, default=120.0, help="per actor count, start-up included"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="s after the first update")
     parser.add_argument("--agent-config", default="{}")
     parser.add_argument("--actor-steps", type=int, default=4000)
