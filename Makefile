@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: install run test lint format bench lock clean
+.PHONY: install run test fuzz lint format bench chaos load lock clean
 
 # Installs exactly the versions in requirements.lock (what the suite passed with), then rlfleet
 # itself; pyproject.toml keeps the ranges for people who install rlfleet as a library.
@@ -26,6 +26,14 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
+# The fuzz tests (tests/fuzz and the learner's) with a long budget; `make test` runs them with
+# FUZZ_EXAMPLES=6. The counts per endpoint are printed at the end and written to runs/fuzz.json.
+FUZZ_EXAMPLES ?= 200
+fuzz: install
+	mkdir -p runs
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=runs/fuzz.json $(BIN)/python -m pytest -q -p no:warnings --timeout=3600 \
+		tests/fuzz tests/learner/test_routes.py::test_fuzz_every_endpoint
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -37,6 +45,14 @@ bench: install
 	$(BIN)/python -m bench.actor
 	$(BIN)/python -m bench.learner_feed
 	$(BIN)/python -m bench.system
+
+# A training run under faults (kill -9, redis restart, SIGSTOP, cut links, latency, loss):
+# docs/reliability.md. Network faults need root (network namespaces); without, they are skipped.
+chaos: install
+	$(BIN)/python -m bench.chaos
+
+load: install
+	$(BIN)/python -m bench.load
 
 # Resolves pyproject.toml's ranges (with the test extra) to today's newest versions.
 lock:

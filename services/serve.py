@@ -20,18 +20,18 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(service: str, settings_cls: type[S]) -> S:
-    """The service's settings from the environment, or exit 2 naming each bad variable."""
+    """The service's settings from the environment, or exit 2 with one line on stderr that names
+    each bad variable (no traceback)."""
     try:
         return settings_cls()
     except ValidationError as e:
-        reasons = "\n".join(
-            "  "
-            + ".".join(map(str, err["loc"])).upper()
+        reasons = "; ".join(
+            ".".join(map(str, err["loc"])).upper()
             + ": " * bool(err["loc"])
-            + err["msg"].removeprefix("Value error, ")
+            + " ".join(err["msg"].removeprefix("Value error, ").split())
             for err in e.errors()
         )
-        print(f"{service}: bad settings, not starting:\n{reasons}", file=sys.stderr)
+        print(f"{service}: bad settings, not starting: {reasons}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -59,6 +59,7 @@ def serve(
             log_level=log_level,
             access_log=debug,
             timeout_graceful_shutdown=graceful_shutdown_s,
+            timeout_keep_alive=settings.keep_alive_s,  # idle keep-alive connections close
         )
     )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that

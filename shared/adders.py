@@ -16,7 +16,8 @@ request. With ``max_delay_s``, no step waits longer than that (by ``clock``) bef
 completed are handed over, however few; ``max_delay_s=0`` hands them over after every step.
 
 - ``NStepTransitionAdder``: n-step transitions (the DQN item, docs/actor.md), fully vectorized.
-- ``SequenceAdder``: fixed-length overlapping sequences of steps (R2D2-style).
+- ``SequenceAdder``: fixed-length overlapping sequences of steps, within episodes (R2D2-style)
+  or running across their ends (the IMPALA / PPO unroll).
 - ``EpisodeAdder``: whole episodes, zero-padded to ``max_length`` steps.
 """
 
@@ -270,7 +271,10 @@ class _StepAdder(_Linger):
 
     Step t holds o_t, the action taken there, the reward that followed, the discount (0 if the
     episode terminated there, else 1) and the policy's extras for it. An episode of T actions has
-    T + 1 steps: the last holds the final observation and zeros.
+    T + 1 steps: the last holds the final observation (the bootstrap of a truncated episode) and
+    zeros, but for ``param_version``, which stays that of the episode's last action. Step t is
+    thus followed by its successor o_{t+1} in the same episode exactly when step t+1 exists,
+    is no padding (``mask``) and starts no episode (``start_of_episode``).
     """
 
     def __init__(
@@ -300,7 +304,6 @@ class _StepAdder(_Linger):
         for b in range(self._num_envs) if envs is None else np.flatnonzero(envs):
             self._current[b] = observation[b].copy()
             self._first[b] = True
-            self._steps[b] = []
             self._begin_episode(b)
 
     def add(
@@ -333,6 +336,8 @@ class _StepAdder(_Linger):
             if terminated[b] or truncated[b]:
                 final = {key: np.zeros_like(value) for key, value in step.items()}
                 final.update(observation=self._current[b], start_of_episode=np.bool_(False))
+                if "param_version" in step:  # no action here, but no lag of version 0 either
+                    final["param_version"] = step["param_version"]
                 self._append(b, final)
                 self._end_episode(b)
                 self._current[b] = None
@@ -359,7 +364,8 @@ class _StepAdder(_Linger):
         self._current = [None] * self._num_envs
         self._batcher.reset()
 
-    def _begin_episode(self, b: int) -> None: ...
+    def _begin_episode(self, b: int) -> None:
+        self._steps[b] = []
 
     def _append(self, b: int, step: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
@@ -369,13 +375,22 @@ class _StepAdder(_Linger):
 
 
 class SequenceAdder(_StepAdder):
-    """Sequences of ``sequence_length`` steps starting every ``period`` steps of an episode.
+    """Sequences of ``sequence_length`` steps starting every ``period`` steps.
 
-    Consecutive sequences overlap by ``sequence_length - period`` steps. At the end of an episode,
-    ``end_of_episode="pad"`` writes, if no sequence holds the final step yet, the next sequence on
-    the period grid, zero-padded (``mask`` marks the real steps); ``"drop"`` writes only complete
-    sequences. Items: observation (L, *obs), action, reward, discount, start_of_episode
-    and mask, each (L,).
+    Consecutive sequences overlap by ``sequence_length - period`` steps. What happens at the end
+    of an episode (``end_of_episode``):
+
+    - ``"pad"``: sequences stay within an episode; if no sequence holds the final step yet, the
+      next one on the period grid is written, zero-padded (``mask`` marks the real steps);
+    - ``"drop"``: sequences stay within an episode; only complete ones are written;
+    - ``"continue"``: each env's steps are one stream across episodes, final steps included, and
+      sequences are cut from it on the period grid whatever the episodes (no padding: ``mask``
+      is all true). With ``period = sequence_length - 1`` every step is the first step of one
+      transition in exactly one item and the last step of an item is the bootstrap of its last
+      transition: the IMPALA / PPO unroll, with no compute spent on padding.
+
+    Items: observation (L, *obs), action, reward, discount, start_of_episode, mask and the
+    policy's extras, each (L, ...). Which steps are transitions: ``_StepAdder``.
     """
 
     def __init__(
@@ -386,25 +401,31 @@ class SequenceAdder(_StepAdder):
         sequence_length: int,
         period: int,
         batch_size: int,
-        end_of_episode: Literal["pad", "drop"] = "pad",
+        end_of_episode: Literal["pad", "drop", "continue"] = "pad",
         max_delay_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sequence_length < 1 or period < 1:
             raise ValueError("sequence_length and period must be >= 1")
-        if end_of_episode not in ("pad", "drop"):
-            raise ValueError(f"end_of_episode must be 'pad' or 'drop', got {end_of_episode!r}")
+        if end_of_episode not in ("pad", "drop", "continue"):
+            raise ValueError(
+                f"end_of_episode must be 'pad', 'drop' or 'continue', got {end_of_episode!r}"
+            )
         super().__init__(
             sink, num_envs=num_envs, batch_size=batch_size, max_delay_s=max_delay_s, clock=clock
         )
         self._length = sequence_length
         self._period = period
         self._pad = end_of_episode == "pad"
-        self._offset = [0] * num_envs  # episode index of self._steps[b][0]
-        self._next_start = [0] * num_envs  # episode index where the next sequence starts
-        self._covered = [0] * num_envs  # episode index after the last step written
+        self._continue = end_of_episode == "continue"
+        self._offset = [0] * num_envs  # stream index of self._steps[b][0]
+        self._next_start = [0] * num_envs  # stream index where the next sequence starts
+        self._covered = [0] * num_envs  # stream index after the last step written
 
     def _begin_episode(self, b: int) -> None:
+        if self._continue:  # one stream across episodes: the new one just goes on
+            return
+        self._steps[b] = []
         self._offset[b] = self._next_start[b] = self._covered[b] = 0
 
     def _append(self, b: int, step: dict[str, np.ndarray]) -> None:
@@ -420,11 +441,19 @@ class SequenceAdder(_StepAdder):
             self._offset[b] += drop
 
     def _end_episode(self, b: int) -> None:
+        if self._continue:
+            return
         start = self._next_start[b] - self._offset[b]
         end = self._offset[b] + len(self._steps[b])  # episode steps, final step included
         if self._pad and start < len(self._steps[b]) and self._covered[b] < end:
             self._batcher.add(self._stack(self._steps[b][start:], self._length))
         self._steps[b] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self._offset = [0] * self._num_envs
+        self._next_start = [0] * self._num_envs
+        self._covered = [0] * self._num_envs
 
 
 class EpisodeAdder(_StepAdder):

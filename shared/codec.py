@@ -11,7 +11,6 @@ Decoding returns read-only arrays that view the payload bytes.
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from typing import Any
@@ -19,46 +18,16 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from shared import limits
 from shared.errors import DecodeError
 
 ARRAY_EXT_CODE = 1
 CONTENT_TYPE = "application/msgpack"
 
-# bool, signed/unsigned ints of 8-64 bits, floats of 16-64 bits.
-ALLOWED_KINDS = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)}
-MAX_NDIM = 32
-
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _BIN_HEADERS = {0xC4: (1, ">B"), 0xC5: (2, ">H"), 0xC6: (4, ">I")}
 _PLAIN = frozenset({int, float, bool, str, bytes, type(None)})
-
-
-@functools.lru_cache(maxsize=256)
-def _allowed_dtype(dtype_str: str) -> np.dtype:
-    return _check_dtype(dtype_str)
-
-
-def check_dtype(dtype_str: str) -> np.dtype:
-    """Returns the numpy dtype named by ``dtype_str`` or raises DecodeError if it is not allowed."""
-    if not isinstance(dtype_str, str):
-        raise DecodeError(
-            f"array dtype must be a string like '<f4', got {type(dtype_str).__name__}"
-        )
-    return _allowed_dtype(dtype_str)
-
-
-def _check_dtype(dtype_str: str) -> np.dtype:
-    try:
-        dtype = np.dtype(dtype_str)
-    except TypeError as e:
-        raise DecodeError(f"unknown array dtype {dtype_str!r}") from e
-    if dtype.fields is not None or dtype.subdtype is not None:
-        raise DecodeError(f"array dtype {dtype_str!r} is structured; only plain dtypes are allowed")
-    if dtype.itemsize not in ALLOWED_KINDS.get(dtype.kind, ()):
-        raise DecodeError(
-            f"array dtype {dtype_str!r} is not allowed: use bool, (u)int8-64 or float16-64"
-        )
-    return dtype
+check_dtype = limits.check_dtype  # the dtype allow-list lives with the other wire limits
 
 
 def _array_chunks(array: np.ndarray) -> list[Any]:
@@ -164,12 +133,7 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
         raise DecodeError(f"unknown MessagePack ext type code {code}; only 1 (array) is allowed")
     dtype_str, shape, offset = _read_header(payload)
     dtype = check_dtype(dtype_str)
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_NDIM
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise DecodeError(f"array shape must be a list of non-negative ints, got {shape!r}")
+    shape = limits.check_shape(shape, dtype.itemsize)
     marker = payload[offset] if offset < len(payload) else None
     if marker not in _BIN_HEADERS:
         raise DecodeError("array data must be MessagePack bin bytes")
@@ -193,16 +157,31 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
 def decode(data: bytes | bytearray | memoryview, *, max_bytes: int | None = None) -> Any:
     """Decodes MessagePack bytes into a nest whose arrays are read-only numpy arrays.
 
-    Raises DecodeError for malformed input, unknown ext codes, disallowed dtypes, byte lengths that
-    do not match the shape, and bodies over ``max_bytes``.
+    Raises DecodeError for malformed input, unknown ext codes, byte lengths that do not match the
+    shape, bodies over ``max_bytes`` and anything over the wire limits (``shared.limits``: depth,
+    keys, dtypes, shapes, sizes).
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise DecodeError(f"body of {len(data)} bytes is over the limit of {max_bytes} bytes")
+    counter = limits.NodeCounter()
     try:
-        return msgpack.unpackb(
-            data, raw=False, ext_hook=_ext_hook, strict_map_key=True, use_list=True
+        nest = msgpack.unpackb(
+            data,
+            raw=False,
+            ext_hook=_ext_hook,
+            strict_map_key=True,
+            use_list=True,
+            list_hook=counter,
+            object_hook=counter,
+            max_str_len=limits.MAX_STR_BYTES,
+            max_array_len=limits.MAX_LIST_LEN,
+            max_map_len=limits.MAX_MAP_LEN,
         )
     except DecodeError:
         raise
-    except Exception as e:  # ValueError, ExtraData, FormatError, StackError, TypeError...
+    except msgpack.StackError as e:
+        raise DecodeError(f"body is nested deeper than {limits.MAX_DEPTH} levels") from e
+    except Exception as e:  # ValueError, ExtraData, FormatError, TypeError...
         raise DecodeError(f"malformed MessagePack body: {e}") from e
+    limits.check_nest(nest)
+    return nest

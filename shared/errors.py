@@ -10,6 +10,7 @@
         ├── Conflict            409: a table exists with a different config
         ├── RateLimited         429: the rate limiter did not admit the request before its timeout
         ├── ServiceUnavailable  503 / other 5xx: the service or what it depends on is down
+        │   └── InsufficientStorage 507: the replay has no memory left for what was asked
         └── ConnectionFailed    the service could not be reached at all (after retries)
 
 Callers catch by type, never by matching message strings.
@@ -72,6 +73,12 @@ class ServiceUnavailable(ServiceError):
     status_code = 503
 
 
+class InsufficientStorage(ServiceUnavailable):
+    """The replay could not allocate a table's arrays; nothing was stored."""
+
+    status_code = 507
+
+
 class ConnectionFailed(ServiceError):
     """The service could not be reached (connection refused, reset, DNS...) after retries."""
 
@@ -84,6 +91,7 @@ _BY_STATUS: dict[int, type[ServiceError]] = {
     413: PayloadTooLarge,
     422: InvalidRequest,
     429: RateLimited,
+    507: InsufficientStorage,
 }
 
 

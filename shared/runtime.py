@@ -32,6 +32,17 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thr
 def configure_process(*, uses_jax: bool = True) -> None:
     """Tunes malloc, pins XLA to one thread (unless XLA_FLAGS is set) and turns off JAX's async
     dispatch on the CPU. Call before JAX does any work."""
+    configure_environment(uses_jax=uses_jax)
+    if uses_jax and os.environ.get("RLFLEET_JAX_ASYNC_DISPATCH", "0") != "1":
+        import jax  # only now: XLA_FLAGS above must be set before JAX starts its backend
+
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def configure_environment(*, uses_jax: bool = True) -> None:
+    """The part of ``configure_process`` that imports nothing (malloc, XLA_FLAGS, BLAS threads):
+    a service calls it first, so that it can check its settings (and stop on bad ones) before it
+    pays for importing JAX."""
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         try:
@@ -44,10 +55,6 @@ def configure_process(*, uses_jax: bool = True) -> None:
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    if uses_jax and os.environ.get("RLFLEET_JAX_ASYNC_DISPATCH", "0") != "1":
-        import jax  # only now: XLA_FLAGS above must be set before JAX starts its backend
-
-        jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -86,3 +89,30 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield redis_server
     client.flushdb()
     client.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz counts (cases and failures per endpoint, tests/fuzz/harness.py); also written to
+    ``FUZZ_REPORT`` (a JSON file) when that is set, as ``make fuzz`` does."""
+    harness = sys.modules.get("tests.fuzz.harness")  # not imported: no fuzz test ran
+    if harness is None or not harness.COUNTS:
+        return
+    COUNTS, EXAMPLES = harness.COUNTS, harness.EXAMPLES
+    write = terminalreporter.write_line
+    terminalreporter.section(f"fuzz: cases per endpoint (FUZZ_EXAMPLES={EXAMPLES})")
+    for endpoint, counts in sorted(COUNTS.items()):
+        statuses = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()) if k.endswith("xx"))
+        write(
+            f"{endpoint:<62} {counts['cases']:>5} cases {counts['failures']:>2} failures  {statuses}"
+        )
+    total = sum(c["cases"] for c in COUNTS.values())
+    failures = sum(c["failures"] for c in COUNTS.values())
+    write(f"{'total':<62} {total:>5} cases {failures:>2} failures")
+    path = os.environ.get("FUZZ_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(
+                {"examples": EXAMPLES, "endpoints": {k: dict(v) for k, v in COUNTS.items()}},
+                f,
+                indent=1,
+            )

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared import codec
+from shared import codec, limits
 from shared.errors import DecodeError
 
 ALLOWED = [
@@ -30,11 +30,10 @@ arrays = dtypes.flatmap(
 )
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8)
 scalars |= st.floats(allow_nan=False) | st.binary(max_size=8)
+keys = st.text(min_size=1, max_size=5).filter(lambda k: limits.key_problem(k) is None)
 nests = st.recursive(
     arrays | scalars,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=3),
     max_leaves=8,
 )
 

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from services.actor.loop import ActorRuntime
 from services.actor.settings import ActorSettings
-from services.http import BearerAuth
+from services.http import DEFAULT_BODY_TIMEOUT_S, BearerAuth, BodyLimits
 
 _COUNTERS = {
     "steps": "Env steps taken (all envs counted).",
@@ -85,6 +85,8 @@ def create_app(settings: ActorSettings | None = None) -> FastAPI:
         description="Acts in vectorized gymnasium envs with the learner's policy; writes replay.",
         lifespan=lifespan,
     )
+    # No route takes a body: anything sent is held to a small limit before the 405.
+    app.add_middleware(BodyLimits, max_body_bytes=64 * 1024, body_timeout_s=DEFAULT_BODY_TIMEOUT_S)
     app.add_middleware(BearerAuth, token=settings.token)
 
     @app.get("/healthz")

@@ -214,6 +214,8 @@ class ActorRuntime:
         self._reporter: asyncio.Task[None] | None = None
         self._unreported: collections.deque[dict[str, float]] = collections.deque(maxlen=10_000)
         self._reported_steps = 0
+        self.acknowledged_steps = 0  # steps and episodes the learner answered 200 for
+        self.acknowledged_episodes = 0
         self._report_error: str | None = None
         self._stopping = asyncio.Event()
 
@@ -348,6 +350,8 @@ class ActorRuntime:
             log.error("the learner refused a report of %d episodes (dropped): %s", len(episodes), e)
         else:
             self._report_error = None
+            self.acknowledged_steps += steps - self._reported_steps
+            self.acknowledged_episodes += len(episodes)
         self._reported_steps = steps
         for _ in episodes:
             self._unreported.popleft()
@@ -429,5 +433,7 @@ class ActorRuntime:
             "dropped_items": sum(w.dropped_items for w in writers),
             "acting_blocked_s": round(sum(w.blocked_s for w in writers), 3),
             "unreported_episodes": len(self._unreported),
+            "acknowledged_steps": self.acknowledged_steps,
+            "acknowledged_episodes": self.acknowledged_episodes,
             "last_error": errors[0] if errors else None,
         }

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.http import DEFAULT_KEEP_ALIVE_S, LogLevel
+
 
 class ActorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -35,11 +37,14 @@ class ActorSettings(BaseSettings):
     actor_index: int = Field(default=0, ge=0, description="This actor's index, for epsilons.")
     num_actors: int = Field(default=1, ge=1, description="Number of actors, for epsilons.")
     host: str = "0.0.0.0"
-    port: int = 8002
+    port: int = Field(default=8002, ge=1, le=65535)
     rlfleet_token: SecretStr | None = Field(
         default=None, description="When set, /status needs 'Authorization: Bearer <token>'."
     )
-    log_level: str = "info"
+    log_level: LogLevel = "info"
+    keep_alive_s: float = Field(
+        default=DEFAULT_KEEP_ALIVE_S, gt=0, description="Idle keep-alive connections close."
+    )
     report_every_s: float = Field(default=1.0, gt=0, description="Seconds between reports.")
     insert_timeout_s: float = Field(
         default=5.0, gt=0, description="Long-poll of one insert before it is retried (429)."

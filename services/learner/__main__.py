@@ -9,7 +9,9 @@ from __future__ import annotations
 from shared.runtime import configure_process
 
 # Before jax is imported: malloc thresholds and one XLA compute thread (the learner shares its
-# cores with replay and actors; measured in docs/learner.md). Set XLA_FLAGS to override.
+# cores with replay and actors; measured in docs/learner.md). Set XLA_FLAGS to override. Unlike
+# the actor, the learner cannot check its settings first: checking the experiment imports the
+# agent, and so JAX, which must find its configuration set.
 configure_process()
 
 from services.learner.app import create_app

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.http import BearerAuth
+from services.http import BearerAuth, BodyLimits
 from services.learner.checkpoint import Checkpointer
 from services.learner.counters import EpisodeCounters
 from services.learner.logs import MetricsLogger, PrometheusMetrics
@@ -81,7 +81,10 @@ def create_app(settings: LearnerSettings) -> FastAPI:
     app.include_router(router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(DecodeError, _decode_error)
-    app.add_middleware(BearerAuth, token=settings.token)
+    app.add_middleware(
+        BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(BearerAuth, token=settings.token)  # outermost: runs first
     return app
 
 
@@ -91,4 +94,4 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _decode_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": f"body is not valid rlfleet MessagePack: {exc}"}, 422)
+    return JSONResponse({"detail": f"invalid body: {exc}"}, 422)

@@ -3,6 +3,8 @@
 ``return_mean_100`` is the mean return of the last 100 *training* episodes; evaluation episodes
 (``"evaluation": true``) only feed ``eval_return_mean``, the mean of the last ``EVAL_WINDOW``.
 The totals and both windows are checkpointed (``save``/``restore``); the per-actor table is not.
+``journal_seq`` counts the reports counted so far: a checkpoint's counters include exactly the
+journal's reports up to it (services/learner/journal.py).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class EpisodeCounters:
         self.returns: deque[float] = deque(maxlen=RETURN_WINDOW)
         self.eval_returns: deque[float] = deque(maxlen=EVAL_WINDOW)
         self.actors: OrderedDict[str, ActorSeen] = OrderedDict()
+        self.journal_seq = 0
 
     def report(self, actor_id: str, steps: int, returns: list[float], *, evaluation: bool) -> None:
         """Adds one actor report (already validated: finite returns, steps >= 0)."""
+        self.journal_seq += 1
         seen = self.actors.pop(actor_id, None) or ActorSeen(last_seen=0.0)
         seen.last_seen = time.time()
         seen.steps += steps
@@ -83,6 +87,7 @@ class EpisodeCounters:
             "eval_episodes": self.eval_episodes,
             "returns": np.asarray(self.returns, dtype=np.float64),
             "eval_returns": np.asarray(self.eval_returns, dtype=np.float64),
+            "journal_seq": self.journal_seq,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -91,3 +96,10 @@ class EpisodeCounters:
         self.eval_episodes = int(state["eval_episodes"])
         self.returns = deque(np.asarray(state["returns"]).tolist(), maxlen=RETURN_WINDOW)
         self.eval_returns = deque(np.asarray(state["eval_returns"]).tolist(), maxlen=EVAL_WINDOW)
+        self.journal_seq = int(state.get("journal_seq", 0))  # older checkpoints: no journal
+
+    def copy(self) -> EpisodeCounters:
+        """The totals and windows as they are now (for a checkpoint taken off the event loop)."""
+        frozen = EpisodeCounters()
+        frozen.restore(self.save())
+        return frozen

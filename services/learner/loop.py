@@ -32,6 +32,7 @@ from services.experiment import Experiment
 from services.learner.checkpoint import Checkpointer
 from services.learner.counters import EpisodeCounters
 from services.learner.feed import LoopFeed, ProcessFeed, SamplingFailed, Taken
+from services.learner.journal import ReportJournal, Reports
 from services.learner.logs import MetricsLogger, PrometheusMetrics
 from services.learner.sampler import MAX_BACKOFF_S, is_flat
 from services.learner.training import Trainer
@@ -107,6 +108,11 @@ class LearnerLoop:
         self.prefetch = prefetch
         self.sampler_process = sampler_process and is_flat(self.tables[self.table].get("signature"))
         self._token = token
+        # Reports are journaled next to the checkpoints, so that what a 200 acknowledged survives
+        # a kill -9 between two checkpoints; without checkpoints nothing survives anyway.
+        self.reports = Reports(
+            counters, ReportJournal(checkpointer.directory) if checkpointer is not None else None
+        )
         self._feed: ProcessFeed | LoopFeed | None = None
         self._recreating: Any = None  # the pending re-creation of a vanished table
 
@@ -149,6 +155,13 @@ class LearnerLoop:
                 self.steps,
                 self.version,
             )
+        recounted = self.reports.recover()
+        if recounted:
+            log.info(
+                "counted again %d reports journaled after the checkpoint: %d actor steps in all",
+                recounted,
+                self.counters.actor_steps,
+            )
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -179,6 +192,7 @@ class LearnerLoop:
             self.phase = "stopped"
         if self.checkpointer is not None:
             await asyncio.wait_for(self.save_checkpoint(), timeout=timeout_s)
+        self.reports.close()
 
     @property
     def healthy(self) -> tuple[bool, str]:
@@ -357,14 +371,16 @@ class LearnerLoop:
         assert self.checkpointer is not None
         async with self._save_lock:
             snapshot = self.trainer.snapshot()
+            counters = self.counters.copy()  # taken here, on the loop: no report half-counted
             _, step, version = snapshot
-            progress = (step, version, self.counters.actor_steps, self.counters.eval_episodes)
+            progress = (step, version, counters.journal_seq)
             if progress == self._saved_progress:
                 return  # nothing new since the last checkpoint
             start = time.perf_counter()
-            path = await asyncio.to_thread(self.trainer.save, self.counters, snapshot)
+            path = await asyncio.to_thread(self.trainer.save, counters, snapshot)
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
             self._saved_progress = progress
+            await self.reports.compact(upto_seq=counters.journal_seq)
             log.info("checkpoint at step %d, version %d: %s", step, version, path)
 
     # ---- status --------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.http import inline_refs
 from services.learner.counters import EpisodeCounters
 from services.learner.loop import LearnerLoop
-from shared import codec
+from shared import codec, limits
 
 
 def get_loop(request: Request) -> LearnerLoop:
@@ -52,8 +53,12 @@ _EPISODES_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": EpisodeReport.model_json_schema(by_alias=True)},
-            codec.CONTENT_TYPE: {"schema": EpisodeReport.model_json_schema(by_alias=True)},
+            "application/json": {
+                "schema": inline_refs(EpisodeReport.model_json_schema(by_alias=True))
+            },
+            codec.CONTENT_TYPE: {
+                "schema": inline_refs(EpisodeReport.model_json_schema(by_alias=True))
+            },
         },
     }
 }
@@ -88,9 +93,9 @@ def _matches(if_none_match: str, etag: str) -> bool:
 @router.post(
     "/episodes", summary="Actors report steps and finished episodes", openapi_extra=_EPISODES_BODY
 )
-async def post_episodes(request: Request, counters: Counters) -> dict[str, Any]:
+async def post_episodes(request: Request, loop: Loop, counters: Counters) -> dict[str, Any]:
     report = await _read_report(request)
-    counters.report(
+    await loop.reports.record(
         report.actor_id,
         report.steps,
         [e.return_ for e in report.episodes],
@@ -100,21 +105,12 @@ async def post_episodes(request: Request, counters: Counters) -> dict[str, Any]:
 
 
 async def _read_report(request: Request) -> EpisodeReport:
-    limit = request.app.state.settings.max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"body of {length} bytes is over the limit of {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise HTTPException(413, f"body of {len(body)} bytes is over the limit of {limit} bytes")
+    body = await request.body()  # held to MAX_BODY_BYTES and BODY_TIMEOUT_S (services.http)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in (codec.CONTENT_TYPE, "application/x-msgpack"):
         data = _plain(codec.decode(body))  # DecodeError -> 422 (app handler)
     elif content_type == "application/json":
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HTTPException(422, f"body is not valid JSON: {e}") from e
+        data = limits.loads_json(body)  # DecodeError -> 422 (app handler)
     else:
         raise HTTPException(
             415,

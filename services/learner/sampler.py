@@ -113,7 +113,8 @@ class SamplerProcess:
     ) -> None:
         self.layout = Layout.of(signature, batch_size)
         shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
-        folder = Path(tempfile.mkdtemp(prefix="rlfleet-sampler-", dir=shm))
+        # named by this process so that what a learner left is told apart from its neighbours'
+        folder = Path(tempfile.mkdtemp(prefix=f"rlfleet-sampler-{os.getpid()}-", dir=shm))
         paths = [folder / f"slot-{i}" for i in range(prefetch + 1)]  # 1 in use, the rest filling
         self._maps = []
         for path in paths:

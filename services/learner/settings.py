@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.experiment import Experiment, build_experiment
+from services.http import DEFAULT_BODY_TIMEOUT_S, DEFAULT_KEEP_ALIVE_S, LogLevel
 
 
 class LearnerSettings(BaseSettings):
@@ -29,7 +30,7 @@ class LearnerSettings(BaseSettings):
     rlfleet_token: SecretStr | None = Field(
         default=None, description="When set, every endpoint but /healthz and /metrics needs it."
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: LogLevel = "info"
 
     replay_url: str = Field(default="http://127.0.0.1:8000", description="The replay service.")
     agent: str = Field(
@@ -66,6 +67,12 @@ class LearnerSettings(BaseSettings):
         " so the HTTP client's work never holds the update thread's GIL (flat signatures only).",
     )
     max_body_bytes: int = Field(default=4 << 20, ge=1024, description="Limit of POST bodies.")
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S, gt=0, description="A body must arrive within this (408)."
+    )
+    keep_alive_s: float = Field(
+        default=DEFAULT_KEEP_ALIVE_S, gt=0, description="Idle keep-alive connections close."
+    )
 
     _experiment: Experiment | None = PrivateAttr(default=None)
 

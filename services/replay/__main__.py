@@ -12,7 +12,6 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from services.replay.app import create_app
 from services.replay.settings import Settings
 from services.serve import load_settings, serve
 from shared.runtime import configure_process
@@ -33,6 +32,8 @@ class _Server(uvicorn.Server):
 def main() -> None:
     configure_process(uses_jax=False)
     settings = load_settings("replay", Settings)
+    from services.replay.app import create_app  # after the settings: bad ones stop at once
+
     app = create_app(settings)
     serve("replay", app, settings, server_cls=lambda config: _Server(config, app))
 

@@ -10,15 +10,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.http import BearerAuth, send_json_error
+from services.http import BearerAuth, BodyLimits
 from services.replay import routes
 from services.replay.metrics import ReplayMetrics
 from services.replay.settings import Settings
 from services.replay.storage import make_store
 from services.replay.table import Tables
-from shared.errors import DecodeError, PayloadTooLarge, RateLimited, ServiceError
+from shared.errors import DecodeError, RateLimited, ServiceError
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,7 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = make_store(settings.redis_url, seed=settings.seed)
         await store.open()
-        app.state.tables = Tables(store, metrics)
+        app.state.tables = Tables(
+            store,
+            metrics,
+            max_answer_bytes=settings.max_body_bytes,
+            max_waiters=settings.max_waiters,
+            max_wait_ms=settings.max_wait_ms,
+        )
         try:
             yield
         finally:
@@ -55,8 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_exception_handler(redis.exceptions.ConnectionError, _store_down)
         app.add_exception_handler(redis.exceptions.TimeoutError, _store_down)
-    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(BearerAuth, token=settings.rlfleet_token)  # outermost: runs first
+    app.add_middleware(
+        BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(Guard, metrics=metrics)  # the latency includes reading the body
+    app.add_middleware(BearerAuth, token=settings.token)  # outermost: runs first
     return app
 
 
@@ -85,15 +94,10 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 class Guard:
-    """Pure ASGI middleware: body size limit and request latency.
+    """Pure ASGI middleware: request latency, by method and endpoint."""
 
-    With a ``Content-Length`` the size is checked up front (the HTTP server holds the body to that
-    length); without one (chunked), while the body streams in.
-    """
-
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ReplayMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ReplayMetrics) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
         self.latency = metrics.latency
         self._timers: dict[tuple[str, str], Any] = {}
 
@@ -102,12 +106,6 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        content_length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if content_length is None:
-            receive = self._limited(receive)
-        elif int(content_length) > self.max_body_bytes:
-            await send_json_error(send, 413, self._too_large(int(content_length)))
-            return
         try:
             await self.app(scope, receive, send)
         finally:
@@ -116,21 +114,3 @@ class Guard:
             if timer is None:
                 timer = self._timers[key] = self.latency.labels(*key)
             timer.observe(time.perf_counter() - start)
-
-    def _too_large(self, size: int | str) -> str:
-        return f"body of {size} bytes is over the limit of {self.max_body_bytes} bytes (MAX_BODY_BYTES)"
-
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-        limit = self.max_body_bytes
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(self._too_large(f"more than {limit}"))
-            return message
-
-        return limited

@@ -17,9 +17,9 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from shared.codec import check_dtype
+from shared import limits
 from shared.errors import DecodeError
 from shared.nest import flatten, is_spec
 
@@ -54,14 +54,14 @@ class Selector(BaseModel):
 class MinSize(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["min_size"]
-    min_size_to_sample: int = Field(ge=1)
+    min_size_to_sample: int = Field(ge=1, strict=True)
 
 
 class SampleToInsertRatio(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["sample_to_insert_ratio"]
     samples_per_insert: float
-    min_size_to_sample: int
+    min_size_to_sample: int = Field(strict=True)
     error_buffer: float | tuple[float, float]
 
     @model_validator(mode="after")
@@ -100,7 +100,7 @@ class Queue(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["queue"]
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=2**31 - 1, strict=True)
 
 
 class Stack(BaseModel):
@@ -108,7 +108,7 @@ class Stack(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["stack"]
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=2**31 - 1, strict=True)
 
 
 RateLimiterConfig = Annotated[
@@ -171,38 +171,54 @@ def limiter_params(limiter: Any) -> RateLimiterParams:
 
 
 class TableConfig(BaseModel):
-    """The config of one table; see CONTRACT.md. Equal configs compare equal (idempotent PUT)."""
+    """The config of one table; see CONTRACT.md. Equal configs compare equal (idempotent PUT).
+
+    Counts are strict ints (``1000.0`` is refused, not truncated). Validated with the context
+    ``{"max_item_bytes": n}`` (the route passes the body limit), a signature whose item could
+    never travel in one body is refused; without a context (a config read back from Redis) only
+    the wire's own limits apply.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sampler: Selector = Selector(kind="uniform")
     remover: Selector = Selector(kind="fifo")
-    max_size: int = Field(default=1_000_000, ge=1, le=2**31 - 1)
-    max_times_sampled: int = Field(default=0, ge=0)
+    max_size: int = Field(default=1_000_000, ge=1, le=2**31 - 1, strict=True)
+    max_times_sampled: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
     rate_limiter: RateLimiterConfig = MinSize(kind="min_size", min_size_to_sample=1)
     signature: dict[str, Any] | None = None
 
     @field_validator("signature")
     @classmethod
-    def _signature(cls, signature: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _signature(
+        cls, signature: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
         if signature is None:
             return None
-        leaves = flatten(signature, is_leaf=is_spec)
+        max_bytes = (info.context or {}).get("max_item_bytes")
+        try:
+            limits.check_nest(signature, "signature")
+            leaves = flatten(signature, is_leaf=is_spec)
+            limits.check_leaves(len(leaves), "signature")
+        except DecodeError as e:
+            raise ValueError(str(e)) from e
         if not leaves:
             raise ValueError("signature has no leaves")
+        item_bytes = 0
         for path, spec in leaves:
             where = "/".join(map(str, path))
             if not is_spec(spec):
                 raise ValueError(f"signature leaf {where} must be {{'dtype': ..., 'shape': [...]}}")
             try:
-                check_dtype(spec["dtype"])
+                dtype = limits.check_dtype(spec["dtype"])
+                shape = limits.check_shape(spec["shape"], dtype.itemsize, max_bytes=max_bytes)
             except DecodeError as e:
                 raise ValueError(f"signature leaf {where}: {e}") from e
-            shape = spec["shape"]
-            if not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-            ):
-                raise ValueError(f"signature leaf {where}: shape must be a list of ints >= 0")
+            item_bytes += math.prod(shape) * dtype.itemsize
+        if max_bytes is not None and item_bytes > max_bytes:
+            raise ValueError(
+                f"signature: one item takes {item_bytes} bytes, over the body limit of {max_bytes}"
+            )
         return signature
 
     @model_validator(mode="after")
@@ -232,6 +248,6 @@ class TableConfig(BaseModel):
         if self.signature is None:
             return None
         return {
-            path: (np.dtype(spec["dtype"]), tuple(spec["shape"]))
+            path: (limits.check_dtype(spec["dtype"]), tuple(spec["shape"]))
             for path, spec in flatten(self.signature, is_leaf=is_spec)
         }

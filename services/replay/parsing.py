@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from services.replay.storage.base import Columns
+from shared import limits
 from shared.errors import InvalidRequest
 from shared.nest import flatten, path_str
 
@@ -36,6 +37,7 @@ def timeout_ms_of(body: dict[str, Any]) -> int:
 def _check_paths(pairs: list[tuple[tuple[Any, ...], Any]], what: str) -> None:
     if not pairs:
         raise InvalidRequest(f"{what} has no leaves")
+    limits.check_leaves(len(pairs), what)
     for path, _ in pairs:
         if not all(isinstance(p, str | int) for p in path):
             raise InvalidRequest(f"{what}: map keys must be strings")
@@ -118,15 +120,20 @@ def _leaf(value: Any, path: tuple[Any, ...], signature: Any) -> np.ndarray:
             return np.array(value, dtype=spec[0])
         except OverflowError as e:
             raise InvalidRequest(f"leaf {path_str(path)}: {value} does not fit {spec[0]}") from e
-    return np.array(value)
+    leaf = np.array(value)
+    limits.check_dtype(leaf.dtype.str)  # e.g. an int beyond int64/uint64 would be an object array
+    return leaf
 
 
 def priorities_of(value: Any, n: int | None = None) -> np.ndarray:
     if isinstance(value, int | float) and not isinstance(value, bool) and n is not None:
         value = [value] * n
     if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "iuf" or value.ndim != 1:
-            raise InvalidRequest("priorities must be a 1-d numeric array")
+        if value.dtype.kind != "f" or value.ndim != 1:
+            raise InvalidRequest(
+                f"priorities must be a 1-d float array (f2, f4 or f8), got {value.dtype.str}"
+                f" {list(value.shape)}"
+            )
         priorities = value.astype(np.float64)
     elif isinstance(value, list) and all(
         isinstance(p, int | float) and not isinstance(p, bool) for p in value

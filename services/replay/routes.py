@@ -6,7 +6,6 @@ hot path. Status and configuration are JSON.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -18,22 +17,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from services.http import inline_refs
 from services.replay.config import TableConfig
 from services.replay.table import Tables
-from shared import codec
+from shared import codec, limits
 from shared.errors import InvalidRequest
 
 router = APIRouter()
-NewTableName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
+NewTableName = Annotated[str, Path(pattern=limits.TABLE_NAME)]
 _PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 _MSGPACK_BODY = {
     "requestBody": {"content": {codec.CONTENT_TYPE: {"schema": {"type": "object"}}}},
 }
+
+
 _TABLE_CONFIG_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TableConfig.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_refs(TableConfig.model_json_schema())}},
     }
 }
 
@@ -44,12 +46,11 @@ def _tables(request: Request) -> Tables:
 
 async def _decoded(request: Request) -> Any:
     raw = await request.body()
+    if not raw:
+        return {}
     if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            return json.loads(raw) if raw else {}
-        except ValueError as e:
-            raise InvalidRequest(f"malformed JSON body: {e}") from e
-    return codec.decode(raw) if raw else {}
+        return limits.loads_json(raw)
+    return codec.decode(raw)
 
 
 def _answer(request: Request, out: dict[str, Any]) -> Response:
@@ -145,8 +146,10 @@ def _jsonable(x: Any) -> Any:
 @router.put("/tables/{name}", openapi_extra=_TABLE_CONFIG_BODY)
 async def create_table(name: NewTableName, request: Request) -> dict[str, Any]:
     """Creates the table; the same config again is 200, a different one 409."""
+    body = limits.loads_json(await request.body())
+    max_item_bytes = request.app.state.settings.max_body_bytes
     try:
-        config = TableConfig.model_validate_json(await request.body())
+        config = TableConfig.model_validate(body, context={"max_item_bytes": max_item_bytes})
     except ValidationError as e:
         reasons = "; ".join(
             f"{'/'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()

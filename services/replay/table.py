@@ -7,7 +7,9 @@ refuses at once what can never be admitted, and otherwise waits for the rate lim
     result = await store.try_insert(...)  # atomic; None = not admitted now
     await watch.wait(remaining)           # woken by the sample/insert/delete that changes things
 
-A request that times out is answered 429 and leaves nothing stored or counted.
+A request that times out is answered 429 and leaves nothing stored or counted. Waiting requests
+are a resource: at most ``max_waiters`` of each kind (insert, sample) wait on one table; the next
+one is answered 429 at once with the reason, so a flood costs no memory beyond that.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 from services.replay.config import RateLimiterParams, TableConfig
 from services.replay.metrics import ReplayMetrics
 from services.replay.parsing import (
+    MAX_TIMEOUT_MS,
     columns_form,
     items_form,
     keys_of,
@@ -34,7 +37,8 @@ from services.replay.storage.base import Signature, TableStore, check_columns
 from shared.errors import InvalidRequest, RateLimited, ServiceUnavailable
 
 T = TypeVar("T")
-MAX_BATCH_SIZE = 1 << 20
+MAX_BATCH_SIZE = 1 << 16
+DEFAULT_MAX_WAITERS = 1024
 
 
 @dataclass
@@ -52,9 +56,20 @@ class _Entry:
 class Tables:
     """All tables of one store, as the routes see them."""
 
-    def __init__(self, store: TableStore, metrics: ReplayMetrics) -> None:
+    def __init__(
+        self,
+        store: TableStore,
+        metrics: ReplayMetrics,
+        *,
+        max_answer_bytes: int | None = None,
+        max_waiters: int = DEFAULT_MAX_WAITERS,
+        max_wait_ms: int = MAX_TIMEOUT_MS,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.max_answer_bytes = max_answer_bytes  # a sample's data is held to the body limit
+        self.max_waiters = max_waiters
+        self.max_wait_ms = max_wait_ms  # a longer timeout_ms waits this long
         self._entries: dict[str, _Entry] = {}
         self._stopping = asyncio.Event()
 
@@ -178,6 +193,16 @@ class Tables:
                 f"batch_size {n} can never be sampled: at most max_size * max_times_sampled ="
                 f" {config.max_size * mts} draws can be available"
             )
+        signature = entry.signature or await self.store.signature(name)
+        if signature is not None and self.max_answer_bytes is not None:
+            item_bytes = sum(
+                math.prod(shape) * dtype.itemsize for dtype, shape in signature.values()
+            )
+            if n * item_bytes > self.max_answer_bytes:
+                raise InvalidRequest(
+                    f"batch_size {n} of {item_bytes}-byte items is over the body limit of"
+                    f" {self.max_answer_bytes} bytes (MAX_BODY_BYTES): sample smaller batches"
+                )
         if limiter.sample_never_admitted(n):
             raise InvalidRequest(
                 f"the rate limiter can never admit {n} samples at once (min_diff"
@@ -215,6 +240,7 @@ class Tables:
                 raise InvalidRequest(reason)
         op = ("insert", "sample")[which]
         self.metrics.waits.labels(name, op).inc()
+        timeout_ms = min(timeout_ms, self.max_wait_ms)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             watch = self.store.watch(name)  # before the try, so no change slips in between
@@ -231,6 +257,13 @@ class Tables:
                 )
             if self._stopping.is_set():
                 raise ServiceUnavailable("the replay service is shutting down; retry elsewhere")
+            if entry.waiting[which] >= self.max_waiters:
+                raise RateLimited(
+                    f"{self.max_waiters} {op} requests are already waiting for the rate limiter of"
+                    f" table {name!r} (MAX_WAITERS); nothing was"
+                    f" {'stored' if op == 'insert' else 'sampled'}. Retry later.",
+                    retry_after=1.0,
+                )
             entry.waiting[which] += 1
             changed = asyncio.ensure_future(watch.wait(remaining))
             stopping = asyncio.ensure_future(self._stopping.wait())

@@ -58,7 +58,7 @@ async def test_an_unsupported_agent_fails_the_actor_with_the_reason():
 
     @learner.get("/config")
     async def config() -> dict:
-        return {"agent": "ppo", "agent_config": {}, "env_id": "CartPole-v1", "seed": 0}
+        return {"agent": "no_such_agent", "agent_config": {}, "env_id": "CartPole-v1", "seed": 0}
 
     async with serve(learner) as learner_url:
         app = create_app(ActorSettings(learner_url=learner_url, replay_url=learner_url))
@@ -66,10 +66,10 @@ async def test_an_unsupported_agent_fails_the_actor_with_the_reason():
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://actor") as client:
                 status = await poll(client, lambda s: s["state"] == "failed")
-                assert "ppo" in status["last_error"]
+                assert "no_such_agent" in status["last_error"]
                 health = await client.get("/healthz")
                 assert health.status_code == 503
-                assert "ppo" in health.json()["detail"]
+                assert "no_such_agent" in health.json()["detail"]
 
 
 def test_settings_refuse_an_actor_index_out_of_range():

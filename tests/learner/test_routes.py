@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from services.learner.settings import LearnerSettings
 from shared import codec
 from shared.clients import LearnerClient, make_http_client
 from shared.errors import InvalidRequest, Unauthorized
+from tests.fuzz.harness import (
+    call,
+    fuzz,
+    json_texts,
+    nests,
+    operations,
+    packed,
+    status_ok,
+    watch_logs,
+)
 from tests.learner.support import serve, unreachable_replay
 
 TOKEN = "s3cret"
@@ -225,3 +237,58 @@ def _leaves(nest):
             yield from _leaves(value)
     else:
         yield nest
+
+
+COUNTERS = ("actor_steps", "episodes", "eval_episodes", "return_mean_100", "eval_return_mean")
+
+
+def test_fuzz_every_endpoint(learner: str, http: httpx.Client) -> None:
+    """Issue 9's fuzzing, on this module's learner (last: it reports episodes of its own):
+    schemathesis on the OpenAPI schema, adversarial MessagePack and JSON reports. For every case:
+    no 5xx (but /healthz's documented 503: the replay is unreachable), no traceback logged,
+    the counters unchanged after a refusal, config and parameters readable after a report."""
+
+    def counters() -> dict[str, Any]:
+        response = http.get("/status")
+        assert response.status_code == 200
+        status = response.json()
+        actors = {name: (a["steps"], a["episodes"]) for name, a in status["actors"].items()}
+        return {"actors": actors, **{k: status[k] for k in COUNTERS}}
+
+    last = [counters()]
+
+    def check(response: Any) -> int:
+        status_ok(response)
+        now = counters()
+        if 400 <= response.status_code < 500:
+            assert now == last[0], "a refused request changed the learner's counters"
+        elif response.request.method == "POST":
+            assert http.get("/config").status_code == 200
+            codec.decode(http.get("/params").content)
+        logs.assert_clean()
+        last[0] = now
+        return response.status_code
+
+    report = st.fixed_dictionaries(
+        {"actor_id": st.text(max_size=4) | nests, "steps": st.integers(-1, 2**64 - 1) | nests},
+        optional={
+            "episodes": st.lists(st.fixed_dictionaries({"return": nests, "length": nests})) | nests
+        },
+    )
+    with watch_logs() as logs:
+        for operation, modes in operations(http.get("/openapi.json").json()):
+            for mode in modes:
+                endpoint = f"learner {operation.method.upper()} {operation.path} ({mode.value})"
+                cases = operation.as_strategy(generation_mode=mode)
+                fuzz(endpoint, cases, lambda case: check(call(case, learner)))
+        for kind, bodies in (("msgpack", packed(report)), ("JSON", json_texts())):
+            headers = {
+                "Content-Type": codec.CONTENT_TYPE if kind == "msgpack" else "application/json"
+            }
+            fuzz(
+                f"learner POST /episodes ({kind} bodies)",
+                bodies,
+                lambda body, headers=headers: check(
+                    http.post("/episodes", content=body, headers=headers)
+                ),
+            )

@@ -29,8 +29,9 @@ TABLE = {
 }
 
 
-def leftovers() -> list[str]:
-    return glob.glob("/dev/shm/rlfleet-sampler-*")
+def leftovers(pid: int | None = None) -> list[str]:
+    """Shared-memory folders left by the samplers of process ``pid`` (default: this one)."""
+    return glob.glob(f"/dev/shm/rlfleet-sampler-{pid or os.getpid()}-*")
 
 
 async def fill(url: str, n: int) -> None:
@@ -127,4 +128,4 @@ def test_the_child_dies_with_its_parent() -> None:
     finally:
         parent.kill()
         parent.wait()
-    assert not leftovers()
+    assert not leftovers(parent.pid)

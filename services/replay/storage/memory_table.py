@@ -110,17 +110,16 @@ class MemoryTable:
         self.size = self.inserts = self.samples = self.deletes = 0
         self.total_times_sampled = 0
         if self.signature is not None:
-            self._allocate_columns()
+            self.columns = self._allocate_columns(self.signature)
         for s in self.structures:
             s.clear()
             if isinstance(s, SumTree):
                 s.grow(self.capacity, self.priorities)
 
-    def _allocate_columns(self) -> None:
-        assert self.signature is not None
-        self.columns = {
+    def _allocate_columns(self, signature: Signature) -> dict[tuple[str | int, ...], np.ndarray]:
+        return {
             path: zeros((self.capacity, *shape), dtype)
-            for path, (dtype, shape) in self.signature.items()
+            for path, (dtype, shape) in signature.items()
         }
 
     def notify(self) -> None:
@@ -258,9 +257,9 @@ class MemoryTable:
     def insert(self, columns: Columns, priorities: np.ndarray, template: Any) -> list[int] | None:
         n = len(priorities)
         if self.signature is None:
-            self.signature = {p: (c.dtype, c.shape[1:]) for p, c in columns.items()}
-            self.template = template
-            self._allocate_columns()
+            signature = {p: (c.dtype, c.shape[1:]) for p, c in columns.items()}
+            self.columns = self._allocate_columns(signature)  # first: a failure changes nothing
+            self.signature, self.template = signature, template
         else:
             check_columns(columns, self.signature)
         if not self.limiter.can_insert(n, self.inserts, self.samples, self.deletes):

@@ -19,6 +19,8 @@ import mmap
 
 import numpy as np
 
+from shared.errors import InsufficientStorage
+
 _I32 = np.int32
 _MMAP_BYTES = 1 << 16
 
@@ -30,9 +32,15 @@ def zeros(shape: int | tuple[int, ...], dtype: np.typing.DTypeLike = np.float64)
     shape = (shape,) if isinstance(shape, int) else shape
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < _MMAP_BYTES:
-        return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
+    try:
+        if nbytes < _MMAP_BYTES:
+            return np.zeros(shape, dtype)
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
+    except (MemoryError, OSError, OverflowError) as e:
+        raise InsufficientStorage(
+            f"the replay cannot allocate {nbytes} bytes for a table ({e}): use smaller items or a"
+            " smaller max_size"
+        ) from e
 
 
 class OrderRing:

@@ -1,0 +1,1 @@
+"""bench.chaos: a training run under a scripted fault schedule (see __main__.py)."""
