@@ -145,6 +145,20 @@ class Fleet:
     insert_max_delay_s: float = 0.01  # no item waits longer than this in an actor
     num_envs: int = 1  # vectorized environments per actor (NUM_ENVS overrides it)
 
+    @classmethod
+    def of(cls, config: Any) -> Fleet:
+        """The knobs of an agent config that names them as these fields do (the linger in ms,
+        ``insert_max_delay_ms``; ``batches_per_sample`` 1 where the config has none)."""
+        return cls(
+            batch_size=config.batch_size,
+            batches_per_sample=getattr(config, "batches_per_sample", 1),
+            publish_every=config.publish_every,
+            variable_update_period=config.variable_update_period,
+            insert_batch_size=config.insert_batch_size,
+            insert_max_delay_s=config.insert_max_delay_ms / 1000,
+            num_envs=config.num_envs,
+        )
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

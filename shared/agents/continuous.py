@@ -218,15 +218,7 @@ class OffPolicyConfig:
         }
 
     def fleet(self) -> Fleet:
-        return Fleet(
-            batch_size=self.batch_size,
-            batches_per_sample=self.batches_per_sample,
-            publish_every=self.publish_every,
-            variable_update_period=self.variable_update_period,
-            insert_batch_size=self.insert_batch_size,
-            insert_max_delay_s=self.insert_max_delay_ms / 1000,
-            num_envs=self.num_envs,
-        )
+        return Fleet.of(self)
 
     def make_adder(self, sinks: Mapping[str, Sink], num_envs: int, batching: Batching):
         return NStepTransitionAdder(

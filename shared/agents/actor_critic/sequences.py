@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from shared.adders import SequenceAdder
 from shared.agents.actor_critic.networks import Network
-from shared.interfaces import Batching, Sink
+from shared.interfaces import Agent, Batching, Fleet, Learner, Policy, Sink
 
 
 class Transitions(NamedTuple):
@@ -90,4 +90,25 @@ def make_adder(sink: Sink, num_envs: int, batching: Batching, unroll_length: int
         period=unroll_length,
         end_of_episode="continue",
         **batching._asdict(),
+    )
+
+
+def unroll_agent(
+    config: Any, network: Network, *, policy: Policy, evaluation_policy: Policy, learner: Learner
+) -> Agent:
+    """An on-policy agent's ``Agent``: its queue table of unrolls, the adder that writes them and
+    the fleet knobs, from a config with ``table_name``, ``unroll_length``, ``queue_size`` and
+    ``Fleet``'s fields (IMPALA's and PPO's)."""
+    signature = item_signature(network, config.unroll_length)
+
+    def adder(sinks, num_envs, batching):
+        return make_adder(sinks[config.table_name], num_envs, batching, config.unroll_length)
+
+    return Agent(
+        tables={config.table_name: queue_table(signature, config.queue_size)},
+        fleet=Fleet.of(config),
+        make_adder=adder,
+        policy=policy,
+        evaluation_policy=evaluation_policy,
+        learner=learner,
     )

@@ -44,15 +44,7 @@ def make_agent(config: DQNConfig, spec: EnvSpec) -> Agent:
 
     return Agent(
         tables={config.table_name: config.replay_table_config(obs_dim)},
-        fleet=Fleet(
-            batch_size=config.batch_size,
-            batches_per_sample=config.batches_per_sample,
-            publish_every=config.publish_every,
-            variable_update_period=config.variable_update_period,
-            insert_batch_size=config.insert_batch_size,
-            insert_max_delay_s=config.insert_max_delay_ms / 1000,
-            num_envs=config.num_envs,
-        ),
+        fleet=Fleet.of(config),
         make_adder=make_adder,
         policy=make_policy(network, config),
         evaluation_policy=make_policy(network, config, evaluation=True),

@@ -15,7 +15,7 @@ from shared.agents.impala.config import IMPALAConfig
 from shared.agents.impala.learning import TrainingState, make_learner
 from shared.agents.impala.losses import impala_loss, vtrace_targets
 from shared.agents.impala.networks import make_network
-from shared.interfaces import Agent, EnvSpec, Fleet
+from shared.interfaces import Agent, EnvSpec
 
 Config = IMPALAConfig
 
@@ -23,24 +23,9 @@ Config = IMPALAConfig
 def make_agent(config: IMPALAConfig, spec: EnvSpec) -> Agent:
     """IMPALA for ``spec``: flat Box observations, Discrete actions."""
     network = make_network(config, spec)
-    signature = sequences.item_signature(network, config.unroll_length)
-
-    def make_adder(sinks, num_envs, batching):
-        return sequences.make_adder(
-            sinks[config.table_name], num_envs, batching, config.unroll_length
-        )
-
-    return Agent(
-        tables={config.table_name: sequences.queue_table(signature, config.queue_size)},
-        fleet=Fleet(
-            batch_size=config.batch_size,
-            publish_every=config.publish_every,
-            variable_update_period=config.variable_update_period,
-            insert_batch_size=config.insert_batch_size,
-            insert_max_delay_s=config.insert_max_delay_ms / 1000,
-            num_envs=config.num_envs,
-        ),
-        make_adder=make_adder,
+    return sequences.unroll_agent(
+        config,
+        network,
         policy=make_policy(network),
         evaluation_policy=make_policy(network, evaluation=True),
         learner=make_learner(config, network),
