@@ -156,6 +156,8 @@ class InProcessRun:
         except KeyboardInterrupt:  # a notebook's interrupt (the CLI handles SIGINT itself)
             watch.last = self._now(run, rates)
             return Outcome("interrupted", EXIT_INTERRUPTED, stopped_at_s=watch.elapsed())
+        finally:  # the updates since the last row, so a short run still leaves one
+            _write_metrics(logger, run, rates.get("learner", 0.0))
 
     def _now(self, run: OneProcess, rates: dict[str, float]) -> Snapshot:
         return run.snapshot(self.watch.elapsed(), rates)

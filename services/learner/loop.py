@@ -188,6 +188,7 @@ class LearnerLoop:
                 raise RuntimeError(f"the update thread did not stop within {timeout_s}s")
         if self._feed is not None:
             await self._feed.aclose()
+        self._report()  # the updates since the last row, so a short run still leaves one
         if self.phase != "failed":
             self.phase = "stopped"
         if self.checkpointer is not None:
