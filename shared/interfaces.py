@@ -56,11 +56,20 @@ class EnvSpec(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a policy acts: ``num_envs`` environments of actor ``actor_index`` of ``num_actors``."""
+    """Where a policy acts: ``num_envs`` environments of actor ``actor_index`` of ``num_actors``,
+    in a fleet that had taken ``fleet_steps`` env steps when the policy started (0 in a new run;
+    more in a resumed run or for an actor restarted or added later, whose exploration schedule
+    should carry on from its share, ``fleet_steps // num_actors``, rather than start again)."""
 
     num_envs: int
     actor_index: int = 0
     num_actors: int = 1
+    fleet_steps: int = 0
+
+    @property
+    def steps_done(self) -> int:
+        """This actor's share of the fleet's env steps so far."""
+        return self.fleet_steps // max(self.num_actors, 1)
 
 
 class Policy(NamedTuple):

@@ -253,6 +253,7 @@ class ActorRuntime:
         self.state = "waiting_for_params"
         await self.variables.wait_first()
         self.variables.start()
+        fleet_steps = 0 if self.evaluation else await self._fleet_steps()
 
         adder = None
         if not self.evaluation:
@@ -280,7 +281,9 @@ class ActorRuntime:
             self.variables,
             adder,
             seed=self.seed,
-            placement=Placement(self.num_envs, self.settings.actor_index, self.settings.num_actors),
+            placement=Placement(
+                self.num_envs, self.settings.actor_index, self.settings.num_actors, fleet_steps
+            ),
             writers=self.writers,
             record_version=records_version(agent.tables),
         )
@@ -310,6 +313,15 @@ class ActorRuntime:
                 log.info("waiting for the learner at %s: %s", self.settings.learner_url, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _fleet_steps(self) -> int:
+        """The env steps the fleet has taken (more than 0 in a resumed run or when this actor
+        joins late), so that the policy's exploration schedule carries on; 0 when unknown."""
+        try:
+            return int((await self.learner.status()).get("actor_steps") or 0)
+        except (ServiceError, ValueError, TypeError) as e:
+            log.warning("fleet steps unknown, exploration starts afresh: %s", e)
+            return 0
 
     async def _report_forever(self) -> None:
         last_steps, last_time = 0, time.monotonic()

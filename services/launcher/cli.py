@@ -59,6 +59,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 ENV_TARGETS = ("all", "replay", "learner", "actor", "evaluator")
 
 
@@ -166,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--grace-seconds", type=float, default=10.0, help="SIGTERM to SIGKILL (default 10)"
     )
+    run.add_argument(
+        "--start-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long each service may take to answer /healthz at start (default 120; raise it"
+        " on a loaded machine, where a learner's first compile can take longer)",
+    )
     run.add_argument("--log-level", default="info", help="of the services (default info)")
 
     status = sub.add_parser("status", help="print a service's /status")
@@ -246,6 +261,7 @@ def _run(args: argparse.Namespace, console: Console, token: str | None) -> int:
         token=token,
         checkpoint_every_s=args.checkpoint_every,
         grace_s=args.grace_seconds,
+        start_timeout_s=args.start_timeout,
         log_level=args.log_level,
         extra_env=extra_env,
         jax_cache_dir=None if args.no_jax_cache else args.jax_cache_dir or default_jax_cache_dir(),

@@ -94,7 +94,11 @@ class OneProcess:
         )
         num_envs = opts.num_envs or fleet.num_envs
         self.actors = [
-            self._actor(f"actor-{i}", actor_seed(opts.seed, i), Placement(num_envs, i, opts.actors))
+            self._actor(
+                f"actor-{i}",
+                actor_seed(opts.seed, i),
+                Placement(num_envs, i, opts.actors, self.counters.actor_steps),  # resumed: > 0
+            )
             for i in range(opts.actors)
         ]
         self.evaluator = None

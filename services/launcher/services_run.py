@@ -257,7 +257,9 @@ class ServicesRun:
     def _startup_failure(self, error: BaseException | None) -> Outcome:
         child = error.child if isinstance(error, ChildExited) else None
         if child is None:
-            self.console.print(f"[red]startup failed:[/red] {error}")
+            hint = " (a loaded machine may need a longer --start-timeout)"
+            hint = hint if isinstance(error, TimeoutError) else ""
+            self.console.print(f"[red]startup failed:[/red] {error}{hint}")
         return Outcome(
             "failed", EXIT_CHILD_FAILED, child.name if child else None, self.watch.elapsed()
         )

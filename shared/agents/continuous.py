@@ -242,8 +242,8 @@ def random_start(config: OffPolicyConfig):
     ``random_steps`` env steps' actions (in [-1, 1]) with uniform ones, in the jitted step."""
 
     def init(key: jax.Array, placement: Placement) -> ExplorationState:
-        del placement
-        return ExplorationState(jnp.asarray(key), jnp.int32(0))
+        steps = min(placement.steps_done, max(config.random_steps, 1))  # resumed: no new warm-up
+        return ExplorationState(jnp.asarray(key), jnp.int32(steps))
 
     def explore(state: ExplorationState, key: jax.Array, action: jax.Array):
         uniform = jax.random.uniform(key, action.shape, minval=-1.0, maxval=1.0)

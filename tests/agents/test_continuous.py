@@ -77,6 +77,10 @@ def test_both_policies_act_within_the_bounds_whatever_the_observation(built) -> 
             action = np.asarray(action)
             assert action.shape == (3, 2) and action.dtype == np.float32 and extras == {}
             assert np.all(action >= low) and np.all(action <= high), action
+    # a resumed run's actor (fleet steps past random_steps) skips the random start
+    resumed = agent.policy.init(jax.random.PRNGKey(1), Placement(3, 0, 1, fleet_steps=100))
+    fresh = agent.policy.init(jax.random.PRNGKey(1), Placement(3))
+    assert int(resumed.steps) == 2 and int(fresh.steps) == 0
 
 
 def test_the_table_holds_float_action_vectors_and_params_are_the_policy_only(built) -> None:

@@ -110,6 +110,13 @@ def test_epsilon_schedule_is_linear_in_the_actors_own_steps() -> None:
     assert int(state.steps) == 1000  # the schedule's clock saturates at the decay steps
     assert explored[0] > 0.3  # epsilon 1
     assert np.mean(explored[-10:]) < 0.12  # epsilon 0.1: about 0.05
+    # an actor of a resumed run (or one joining late) carries on from its share of the fleet's
+    # steps: 2 actors and 4,000 fleet steps put it past the decay, 1,000 steps half way through
+    late = policy.init(jax.random.PRNGKey(0), Placement(100, 0, 2, fleet_steps=4000))
+    assert int(late.steps) == 1000
+    assert int(policy.init(jax.random.PRNGKey(0), Placement(100, 1, 2, 1000)).steps) == 500
+    actions, _, _ = policy.step(params, late, obs, first)
+    assert np.mean(np.asarray(actions) != greedy) < 0.12
 
 
 def test_ape_x_spread_and_evaluation_epsilons() -> None:

@@ -239,3 +239,13 @@ def test_a_crashed_service_fails_the_run_and_shows_its_log(launchers) -> None:
     assert alive_in_groups(run.pgids()) == []
     summary = json.loads((run.run_dir / "summary.json").read_text())
     assert summary["failed_service"] == "learner"
+
+
+def test_services_slower_than_the_start_timeout_fail_the_run_cleanly(launchers) -> None:
+    run = launchers("slow", "--actors", "1", "--no-evaluator", "--start-timeout", "0.5")
+    assert run.wait(60) == 1, run.output
+    output = " ".join(run.output.split())
+    assert "did not answer /healthz" in output and "within 0.5s" in output, output
+    assert "longer --start-timeout" in output
+    assert alive_in_groups(run.pgids()) == []
+    assert json.loads((run.run_dir / "summary.json").read_text())["stop_reason"] == "failed"

@@ -52,7 +52,8 @@ def make_policy(network: QNetwork, config: DQNConfig, *, evaluation: bool = Fals
 
     def init(key: jax.Array, placement: Placement) -> ActorState:
         epsilon = fixed_epsilons(config, placement, evaluation=evaluation)
-        return ActorState(key=jnp.asarray(key), epsilon=epsilon, steps=jnp.int32(0))
+        steps = min(placement.steps_done, max(decay, 1))  # a resumed run carries on its decay
+        return ActorState(key=jnp.asarray(key), epsilon=epsilon, steps=jnp.int32(steps))
 
     @jax.jit
     def step(params: Params, state: ActorState, observation: jax.Array, first: jax.Array):
