@@ -43,3 +43,27 @@ def test_bad_configs_are_refused_with_the_reason() -> None:
         IMPALAConfig(unroll_length=0)
     with pytest.raises(ValueError, match="vtrace_lambda"):
         IMPALAConfig(vtrace_lambda=1.5)
+
+
+def test_the_step_size_decays_linearly_to_zero_over_the_env_steps_consumed() -> None:
+    import jax.numpy as jnp
+
+    from shared.agents.actor_critic.optimizer import clipped_adam
+
+    # 100 env steps per update, 2 Adam steps per update, decay over 1,000 env steps: 20 Adam steps
+    optimizer = clipped_adam(
+        0.1, max_gradient_norm=1.0, adam_eps=1e-8, decay_env_steps=1000,
+        env_steps_per_update=100, sgd_steps_per_update=2,
+    )  # fmt: skip
+    params, grads = jnp.zeros(1), jnp.ones(1)
+    state, sizes = optimizer.init(params), []
+    for _ in range(25):
+        updates, state = optimizer.update(grads, state, params)
+        sizes.append(-float(updates[0]))  # Adam's unit step times the step size
+    assert sizes[0] == pytest.approx(0.1, rel=1e-3) and sizes[10] == pytest.approx(0.05, rel=1e-3)
+    assert sizes[20:] == [0.0] * 5
+    constant = clipped_adam(0.1, max_gradient_norm=1.0, adam_eps=1e-8)
+    updates, _ = constant.update(grads, constant.init(params), params)
+    assert -float(updates[0]) == pytest.approx(0.1, rel=1e-3)
+    with pytest.raises(ValueError, match="learning_rate_decay_steps"):
+        IMPALAConfig(learning_rate_decay_steps=-1)

@@ -41,6 +41,9 @@ class IMPALAConfig:
     """Adam step size (CartPole seed 0 in one process: 100k env steps to 475 with batches of 8
     and max_gradient_norm 1; 1e-3 took 253k; 3e-3 with a norm of 40 solved in one process but
     through the services its policy collapsed to entropy 0 after one large step)."""
+    learning_rate_decay_steps: int = 0
+    """Env steps consumed by the learner over which the step size decays linearly to 0 (the
+    IMPALA paper anneals it so); 0: constant."""
     adam_eps: float = 1e-5
     max_gradient_norm: float = 1.0
     """Gradients are clipped to this global norm before Adam."""
@@ -81,6 +84,7 @@ class IMPALAConfig:
             "clip thresholds must be > 0": min(self.clip_rho_threshold, self.clip_pg_rho_threshold)
             > 0,
             "learning_rate must be > 0": self.learning_rate > 0,
+            "learning_rate_decay_steps must be >= 0": self.learning_rate_decay_steps >= 0,
             "hidden_sizes must be positive ints": all(
                 isinstance(h, int) and h >= 1 for h in self.hidden_sizes
             ),

@@ -19,6 +19,7 @@ import optax
 from shared.agents.actor_critic.actor import observe
 from shared.agents.actor_critic.networks import Network, Params
 from shared.agents.actor_critic.normalization import RunningStats, init_stats, update_stats
+from shared.agents.actor_critic.optimizer import clipped_adam
 from shared.agents.actor_critic.sequences import transitions
 from shared.agents.ppo.config import PPOConfig
 from shared.agents.ppo.losses import Minibatch, gae, ppo_loss
@@ -35,15 +36,13 @@ class TrainingState(NamedTuple):
 
 def make_learner(config: PPOConfig, network: Network) -> Learner:
     sgd_steps_per_update = config.update_epochs * config.num_minibatches
-    learning_rate: float | optax.Schedule = config.learning_rate
-    if config.learning_rate_decay_steps:
-        updates = config.learning_rate_decay_steps / (config.batch_size * config.unroll_length)
-        learning_rate = optax.linear_schedule(
-            config.learning_rate, 0.0, max(1, int(updates * sgd_steps_per_update))
-        )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(config.max_gradient_norm),
-        optax.adam(learning_rate, eps=config.adam_eps),
+    optimizer = clipped_adam(
+        config.learning_rate,
+        max_gradient_norm=config.max_gradient_norm,
+        adam_eps=config.adam_eps,
+        decay_env_steps=config.learning_rate_decay_steps,
+        env_steps_per_update=config.batch_size * config.unroll_length,
+        sgd_steps_per_update=sgd_steps_per_update,
     )
     loss_fn = functools.partial(ppo_loss, network, config)
     normalized = config.normalize_observations
