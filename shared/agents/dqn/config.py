@@ -56,8 +56,10 @@ class DQNConfig:
     """Epsilon at an actor's first env step."""
     epsilon_end: float = 0.0
     """Epsilon after the linear decay (0 tuned best: decayed training episodes act greedily)."""
-    epsilon_decay_steps: int = 5_000
-    """Env steps of one actor (all its envs counted) over which epsilon decays linearly."""
+    epsilon_decay_steps: int = 10_000
+    """Env steps of one actor (all its envs counted) over which epsilon decays linearly. 10k
+    rather than 5k: in one process over seeds 0-19 the worst seed fell from 283.5k env steps to
+    475 (4.3x the median) to 122.5k (1.7x) at about the same median (docs/benchmarks.md)."""
     ape_x_spread: bool = False
     """Instead of the schedule, actor i of N uses base ** (1 + alpha * i / (N - 1)) (Ape-X)."""
     ape_x_base: float = 0.4
