@@ -101,7 +101,13 @@ def make_agent(config: Config, spec: EnvSpec) -> Agent:
         "sampler": {"kind": "uniform"},
         "remover": {"kind": "fifo"},
         "max_size": 10_000,
-        "rate_limiter": {"kind": "min_size", "min_size_to_sample": 100},
+        # actors may run ahead of the learner by 1,000 items at most, as a real agent's table does
+        "rate_limiter": {
+            "kind": "sample_to_insert_ratio",
+            "samples_per_insert": 1.0,
+            "min_size_to_sample": 100,
+            "error_buffer": 1000.0,
+        },
         "signature": {
             "observation": {"dtype": "<f4", "shape": [obs_dim]},
             "action": {"dtype": "<i4", "shape": []},
