@@ -28,3 +28,17 @@ def clipped_adam(
     return optax.chain(
         optax.clip_by_global_norm(max_gradient_norm), optax.adam(schedule, eps=adam_eps)
     )
+
+
+def unroll_optimizer(config, *, sgd_steps_per_update: int = 1) -> optax.GradientTransformation:
+    """``clipped_adam`` from an on-policy config (IMPALA's, PPO's): its ``learning_rate``,
+    ``max_gradient_norm``, ``adam_eps`` and ``learning_rate_decay_steps``, with updates of
+    ``batch_size`` unrolls of ``unroll_length`` env steps."""
+    return clipped_adam(
+        config.learning_rate,
+        max_gradient_norm=config.max_gradient_norm,
+        adam_eps=config.adam_eps,
+        decay_env_steps=config.learning_rate_decay_steps,
+        env_steps_per_update=config.batch_size * config.unroll_length,
+        sgd_steps_per_update=sgd_steps_per_update,
+    )

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from shared.agents.actor_critic.networks import Network, Params
-from shared.agents.actor_critic.optimizer import clipped_adam
+from shared.agents.actor_critic.optimizer import unroll_optimizer
 from shared.agents.impala.config import IMPALAConfig
 from shared.agents.impala.losses import impala_loss
 from shared.interfaces import Batch, Learner
@@ -29,13 +29,7 @@ class TrainingState(NamedTuple):
 
 
 def make_learner(config: IMPALAConfig, network: Network) -> Learner:
-    optimizer = clipped_adam(
-        config.learning_rate,
-        max_gradient_norm=config.max_gradient_norm,
-        adam_eps=config.adam_eps,
-        decay_env_steps=config.learning_rate_decay_steps,
-        env_steps_per_update=config.batch_size * config.unroll_length,
-    )
+    optimizer = unroll_optimizer(config)
     loss_fn = functools.partial(impala_loss, network, config)
     obs_shape = network.obs_shape
 

@@ -19,7 +19,7 @@ import optax
 from shared.agents.actor_critic.actor import observe
 from shared.agents.actor_critic.networks import Network, Params
 from shared.agents.actor_critic.normalization import RunningStats, init_stats, update_stats
-from shared.agents.actor_critic.optimizer import clipped_adam
+from shared.agents.actor_critic.optimizer import unroll_optimizer
 from shared.agents.actor_critic.sequences import transitions
 from shared.agents.ppo.config import PPOConfig
 from shared.agents.ppo.losses import Minibatch, gae, ppo_loss
@@ -36,14 +36,7 @@ class TrainingState(NamedTuple):
 
 def make_learner(config: PPOConfig, network: Network) -> Learner:
     sgd_steps_per_update = config.update_epochs * config.num_minibatches
-    optimizer = clipped_adam(
-        config.learning_rate,
-        max_gradient_norm=config.max_gradient_norm,
-        adam_eps=config.adam_eps,
-        decay_env_steps=config.learning_rate_decay_steps,
-        env_steps_per_update=config.batch_size * config.unroll_length,
-        sgd_steps_per_update=sgd_steps_per_update,
-    )
+    optimizer = unroll_optimizer(config, sgd_steps_per_update=sgd_steps_per_update)
     loss_fn = functools.partial(ppo_loss, network, config)
     normalized = config.normalize_observations
     obs_shape = network.obs_shape
