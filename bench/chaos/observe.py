@@ -119,9 +119,16 @@ class Observer:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.http.aclose()
 
-    async def next_snapshot(self) -> Snapshot:
+    async def next_snapshot(self, timeout_s: float = 30.0) -> Snapshot:
+        """The next poll's snapshot; a poller that died or hangs is an error, not a wait."""
         self._new.clear()
-        await self._new.wait()
+        try:
+            await asyncio.wait_for(self._new.wait(), timeout_s)
+        except TimeoutError:
+            task = self._task
+            died = task is not None and task.done() and not task.cancelled()
+            cause = task.exception() if died else None
+            raise RuntimeError(f"the observer gave no snapshot in {timeout_s:.0f} s") from cause
         return self.snapshots[-1]
 
     async def _get(self, proc: Proc, path: str) -> dict[str, Any] | None:

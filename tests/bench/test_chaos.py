@@ -22,8 +22,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 def test_a_run_under_faults_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
     args = ["--short", "--actors", "1", "--no-evaluator", "--hold-s", "2", "--warmup-s", "0.5"]
-    code = main([*args, "--run-dir", str(tmp_path / "run"), "--json", str(out)])
-    summary = json.loads(out.read_text())
+    try:
+        code = main([*args, "--run-dir", str(tmp_path / "run"), "--json", str(out)])
+        summary = json.loads(out.read_text())
+    finally:
+        _print_log_tails(tmp_path / "run" / "logs")  # shown by pytest when the test fails
     rows = {row["fault"]: row for row in summary["rows"]}
     assert {"kill -9 replay", "kill -9 redis-server (appendfsync always)"} <= set(rows)
     for row in rows.values():
@@ -31,3 +34,9 @@ def test_a_run_under_faults_loses_nothing_it_acknowledged(tmp_path: Path) -> Non
         assert row["versions_monotone"] and row["crashes"] == 0, row
         assert row["recovery_s"] is not None, row
     assert summary["crashes"] == {} and code == 0
+
+
+def _print_log_tails(logs: Path, lines: int = 25) -> None:
+    for log in sorted(logs.glob("*")) if logs.is_dir() else []:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"---- {log.name}, last {len(tail)} lines", *tail, sep="\n")
