@@ -90,7 +90,10 @@ async def campaign(args: argparse.Namespace) -> dict[str, Any]:
         print(f"run in {run_dir}; hosts {'in network namespaces' if isolated else 'on loopback'}")
         up = await chaos.recovered(0.0, START_TIMEOUT_S)
         if up is None:
-            raise RuntimeError(f"the run did not start training; logs in {run_dir}/logs")
+            raise RuntimeError(
+                f"the run did not start training (still: {', '.join(chaos.stuck)});"
+                f" logs in {run_dir}/logs"
+            )
         print(f"training after {observer.now():.1f} s; faults:", flush=True)
         await asyncio.sleep(args.warmup_s)
         for fault in chaos.schedule():
