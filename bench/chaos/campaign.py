@@ -143,11 +143,9 @@ class Campaign:
 
     def schedule(self) -> list[Fault]:
         hold = self.hold_s
-        faults = [
-            Fault("kill -9 replay", self._kill("replay")),
-            Fault("kill -9 learner", self._kill("learner")),
-            Fault("kill -9 actor-0", self._kill("actor-0")),
-            Fault("kill -9 evaluator", self._kill("evaluator")),
+        kills = [n for n in ("replay", "learner", "actor-0", "evaluator") if n in self.sup.procs]
+        faults = [Fault(f"kill -9 {name}", self._kill(name)) for name in kills]  # --no-evaluator
+        faults += [
             Fault("kill -9 redis-server (appendfsync always)", self._kill("redis")),
             Fault(f"SIGSTOP learner {hold:.0f} s", *self._pause("learner"), hold_s=hold),
             Fault(f"SIGSTOP replay {hold:.0f} s", *self._pause("replay"), hold_s=hold),
