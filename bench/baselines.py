@@ -59,6 +59,10 @@ REFERENCES = {
 TARGETS = {("ppo", "HalfCheetah-v5"): 1442.64}
 
 
+class RunFailed(RuntimeError):
+    """A seed's run ended without writing its summary (bad option, crash): nothing to report."""
+
+
 @dataclass(frozen=True)
 class SeedResult:
     seed: int
@@ -84,9 +88,14 @@ def run_seed(args: argparse.Namespace, seed: int, runs_dir: Path, stamp: str) ->
         command += ["--until-return", str(args.target)]
     if args.no_evaluator:
         command.append("--no-evaluator")
-    with open(runs_dir / f"{name}.out", "wb") as out:
-        subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    summary = json.loads((runs_dir / name / "summary.json").read_text())
+    log = runs_dir / f"{name}.out"
+    with open(log, "wb") as out:
+        done = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    summary_file = runs_dir / name / "summary.json"
+    if not summary_file.exists():
+        said = " ".join(log.read_text(errors="replace").split())[-400:] or "(no output)"
+        raise RunFailed(f"seed {seed}: the run exited {done.returncode} with no summary: {said}")
+    summary = json.loads(summary_file.read_text())
     returns: list[float] = []
     if args.eval_episodes:
         from services.launcher.evaluate import find_checkpoint, run_episodes
@@ -205,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_seed, args, seed, args.runs_dir, stamp) for seed in args.seeds]
         for future in futures:
-            result = future.result()
+            try:
+                result = future.result()
+            except RunFailed as error:
+                for pending in futures:
+                    pending.cancel()
+                console.print(f"[red]{error}[/red] (its log: {args.runs_dir})")
+                return 1
             results.append(result)
             console.print(f"seed {result.seed}: {result.summary['line']}", highlight=False)
     result = sections(args, results, host)

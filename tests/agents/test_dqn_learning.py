@@ -111,6 +111,7 @@ def _batch(data: dict[str, np.ndarray]) -> Batch:
 def test_periodic_target_copy() -> None:
     config = DQNConfig(
         hidden_sizes=(8,),
+        tau=0.0,
         target_update_period=3,
         priority_eps=0.01,
         batch_size=16,
@@ -152,7 +153,7 @@ def test_polyak_target_update() -> None:
 def test_one_update_of_k_batches_equals_k_updates_of_one_and_reduces_loss() -> None:
     # a fixed target: a regression that the steps must fit
     config = DQNConfig(
-        hidden_sizes=(32,), learning_rate=3e-3, target_update_period=1000, batch_size=32,
+        hidden_sizes=(32,), learning_rate=3e-3, tau=0.0, target_update_period=1000, batch_size=32,
         prioritized=True,
     )  # fmt: skip
     learner = _learner(config)

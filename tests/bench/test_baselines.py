@@ -1,0 +1,23 @@
+"""bench.baselines: a seed whose run fails is reported in one line, not as a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_seed_whose_run_fails_ends_the_bench_with_its_reason(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "bench.baselines", "--agent", "dqn", "--env", "CartPole-v1",
+        "--seeds", "0", "--home", "in-process", "--no-write", "--runs-dir", str(tmp_path),
+        "--agent-config", '{"n_step": 0}',
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "Traceback" not in output
+    assert "seed 0: the run exited 2 with no summary" in output
+    assert "n_step must be >= 1" in output
