@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             except RunFailed as error:
                 for pending in futures:
                     pending.cancel()
-                console.print(f"[red]{error}[/red] (its log: {args.runs_dir})")
+                console.print(f"{error} (its log: {args.runs_dir})", style="red", markup=False)
                 return 1
             results.append(result)
             console.print(f"seed {result.seed}: {result.summary['line']}", highlight=False)
