@@ -5,6 +5,8 @@ of a seed back to back in an order that rotates from seed to seed:
 
 - ``services``: replay, learner, 2 actors and an evaluator as processes (``make run``);
 - ``in-process``: the same agent, tables, learner update and acting loop in one process;
+- ``no-evaluator`` (asked for by name): the services without the evaluator, to see whether it
+  disturbs training;
 - ``baseline`` (with ``--baseline REF``): the services of another commit (a git worktree),
   so that "before" and "after" a change are measured in the same run.
 
@@ -94,6 +96,8 @@ def run_once(
     ]  # fmt: skip
     if variant == "in-process":
         command.append("--in-process")
+    if variant == "no-evaluator":
+        command.append("--no-evaluator")
     started = time.monotonic()
     subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, check=False)
     process_s = time.monotonic() - started
@@ -149,6 +153,7 @@ def sections(
     labels = {
         "services": "rlfleet DQN, services (2 actors + evaluator)",
         "in-process": "rlfleet DQN, in one process",
+        "no-evaluator": "rlfleet DQN, services (2 actors, no evaluator)",
         "baseline": f"services at {ref} (before)",
     }
     variants = Section(
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=("services", "in-process"),
+        choices=("services", "in-process", "no-evaluator"),
         default=["services", "in-process"],
     )
     parser.add_argument("--baseline", metavar="REF", help="also run the services of this commit")
