@@ -15,9 +15,7 @@ the same command.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.harness import RunFailed, run_launcher
 from bench.report import Section, machine, markdown, now, print_sections, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +58,6 @@ REFERENCES = {
 TARGETS = {("ppo", "HalfCheetah-v5"): 1442.64}
 
 
-class RunFailed(RuntimeError):
-    """A seed's run ended without writing its summary (bad option, crash): nothing to report."""
-
-
 @dataclass(frozen=True)
 class SeedResult:
     seed: int
@@ -88,14 +83,9 @@ def run_seed(args: argparse.Namespace, seed: int, runs_dir: Path, stamp: str) ->
         command += ["--until-return", str(args.target)]
     if args.no_evaluator:
         command.append("--no-evaluator")
-    log = runs_dir / f"{name}.out"
-    with open(log, "wb") as out:
-        done = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    summary_file = runs_dir / name / "summary.json"
-    if not summary_file.exists():
-        said = " ".join(log.read_text(errors="replace").split())[-400:] or "(no output)"
-        raise RunFailed(f"seed {seed}: the run exited {done.returncode} with no summary: {said}")
-    summary = json.loads(summary_file.read_text())
+    summary = run_launcher(
+        command, runs_dir / name, what=f"seed {seed}", log=runs_dir / f"{name}.out"
+    )
     returns: list[float] = []
     if args.eval_episodes:
         from services.launcher.evaluate import find_checkpoint, run_episodes

@@ -9,6 +9,7 @@ ratios, so that a slow patch of the machine hits both sides of a ratio alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -29,6 +30,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 Op = Callable[[int], Awaitable[int]]  # op(worker_index) -> items moved
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class RunFailed(RuntimeError):
+    """An ``rlfleet run`` ended without writing its summary (bad option, crash)."""
+
+
+def run_launcher(
+    command: Sequence[str], run_dir: Path, *, what: str, cwd: Path = ROOT, log: Path | None = None
+) -> dict:
+    """Runs one ``rlfleet run`` command to its end and returns its ``summary.json``.
+
+    Its output goes to ``log`` (else to this terminal). A run that wrote no summary raises
+    ``RunFailed`` naming ``what`` ran, the exit code and, from ``log``, the run's last words.
+    """
+    if log is None:
+        done = subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, check=False)
+        said = "its output is above"
+    else:
+        with open(log, "wb") as out:
+            done = subprocess.run(
+                command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False
+            )
+        said = " ".join(log.read_text(errors="replace").split())[-400:] or "(no output)"
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        raise RunFailed(f"{what}: the run exited {done.returncode} with no summary: {said}")
+    return json.loads(summary.read_text())
 
 
 def free_port() -> int:

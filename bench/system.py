@@ -22,7 +22,6 @@ ratio services / in-process per seed, and the peers' published figures:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.harness import RunFailed, run_launcher
 from bench.report import Section, machine, markdown, now, print_sections, write_section
 from services.launcher.processes import default_jax_cache_dir
 from services.launcher.progress import read_progress
@@ -99,9 +99,8 @@ def run_once(
     if variant == "no-evaluator":
         command.append("--no-evaluator")
     started = time.monotonic()
-    subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, check=False)
+    summary = run_launcher(command, runs_dir / name, what=f"seed {seed}, {variant}", cwd=cwd)
     process_s = time.monotonic() - started
-    summary = json.loads((runs_dir / name / "summary.json").read_text())
     return Attempt(
         variant=variant,
         seed=seed,
@@ -285,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         order = variants[i % len(variants) :] + variants[: i % len(variants)]
         for variant in order:
             console.rule(f"seed {seed}: {variant}")
-            attempts.append(
-                run_once(
+            try:
+                attempt = run_once(
                     variant,
                     seed,
                     runs_dir=args.runs_dir.resolve(),
@@ -294,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                     extra=extra,
                     cwd=where[variant],
                 )
-            )
+            except RunFailed as error:
+                console.print(str(error), style="red", markup=False)
+                return 1
+            attempts.append(attempt)
     result = sections(attempts, extra, host, args.baseline)
     print_sections(console, result)
     if not args.no_write:

@@ -1,4 +1,5 @@
-"""bench.baselines: a seed whose run fails is reported in one line, not as a traceback."""
+"""bench.baselines and bench.system: a seed whose run fails is reported in one line, not as a
+traceback (both go through ``bench.harness.run_launcher``)."""
 
 from __future__ import annotations
 
@@ -20,4 +21,17 @@ def test_a_seed_whose_run_fails_ends_the_bench_with_its_reason(tmp_path: Path) -
     output = " ".join((done.stdout + done.stderr).split())
     assert "Traceback" not in output
     assert "seed 0: the run exited 2 with no summary" in output
+    assert "n_step must be >= 1" in output
+
+
+def test_bench_system_ends_with_the_failing_seed_and_variant(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "bench.system", "--seeds", "0", "--variants", "in-process",
+        "--no-write", "--runs-dir", str(tmp_path), "--", "--agent-config", '{"n_step": 0}',
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = " ".join((done.stdout + done.stderr).split())
+    assert "Traceback" not in output
+    assert "seed 0, in-process: the run exited 2 with no summary" in output
     assert "n_step must be >= 1" in output
